@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-SLUG = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# Also a valid Kubernetes label value: starts with a letter, ends alphanumeric.
+SLUG = re.compile(r"^[a-z](?:[a-z0-9_]{0,38}[a-z0-9])?$")
 # Kubernetes resource quantities as users write them: "500m", "2", "0.5", "512Mi", "1G".
 CPU_QUANTITY = re.compile(r"^(\d+m|\d+(\.\d+)?)$")
 MEMORY_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
@@ -96,7 +97,7 @@ class Category(_Strict):
         if not isinstance(value, str) or not SLUG.match(value):
             raise ValueError(
                 f"{value!r} is not a slug: lower-case letters, digits and '_', "
-                "starting with a letter, at most 40 characters"
+                "starting with a letter, not ending in '_', at most 40 characters"
             )
         return value
 
@@ -202,3 +203,13 @@ def load_categories(path: str | Path) -> CategoryConfig:
     except yaml.YAMLError as exc:
         raise CategoryFileError(f"{path}: not valid YAML: {exc}") from exc
     return parse_categories(document, source=str(path))
+
+
+CATEGORIES_FILE_ENV = "PIPELINE_CATEGORIES_FILE"
+
+
+def categories_file(dags_folder: str | Path) -> Path:
+    """categories.yaml beside the DAG files (git-synced with them), unless overridden."""
+    import os
+
+    return Path(os.environ.get(CATEGORIES_FILE_ENV) or Path(dags_folder) / "categories.yaml")

@@ -43,10 +43,7 @@ def validate(
     raw_uri: str, catalog_uri: str, category: str, day: date, clean_uri: str, quarantine_uri: str
 ) -> dict:
     """Split raw orders into clean and quarantined datasets; returns URIs and counts."""
-    known_products = pa.concat_arrays(
-        [batch.column("product_id") for batch in read_batches(catalog_uri, columns=["product_id"])]
-        or [pa.array([], pa.string())]
-    )
+    known_products = _product_ids(catalog_uri)
     reasons: Counter[str] = Counter()
     clean = DatasetWriter(clean_uri, CLEAN_ORDERS)
     quarantine = DatasetWriter(quarantine_uri, QUARANTINE)
@@ -72,6 +69,13 @@ def validate(
         "quarantined_rows": quarantine.rows,
         "quarantine_reasons": dict(sorted(reasons.items())),
     }
+
+
+def _product_ids(catalog_uri: str) -> pa.Array:
+    return pa.concat_arrays(
+        [batch.column("product_id") for batch in read_batches(catalog_uri, columns=["product_id"])]
+        or [pa.array([], pa.string())]
+    )
 
 
 def _enrich(good: pa.RecordBatch, category: str, day: date) -> pa.RecordBatch:
@@ -136,3 +140,27 @@ def compute_metrics(clean_uri: str, metrics_uri: str) -> dict:
     metrics = product_metrics(read_batches(clean_uri, columns=columns))
     rows = write_dataset(metrics_uri, PRODUCT_METRICS, metrics.to_batches())
     return {"metrics_uri": metrics_uri, "rows": rows}
+
+
+def daily_totals(raw_uri: str, catalog_uri: str, category: str, day: date) -> dict:
+    """One category's day in one row: orders, units and revenue of the good rows, and how
+    many rows were quarantined. Streams the raw orders; writes nothing."""
+    known_products = _product_ids(catalog_uri)
+    orders = units = quarantined = 0
+    revenue = 0.0
+    for batch in read_batches(raw_uri):
+        good = pc.is_null(classify(batch, known_products, day))
+        kept = batch.filter(good)
+        quarantined += batch.num_rows - kept.num_rows
+        orders += kept.num_rows
+        units += pc.sum(kept.column("quantity")).as_py() or 0
+        amount = pc.multiply(pc.cast(kept.column("quantity"), pa.float64()), kept.column("unit_price"))
+        revenue += pc.sum(pc.round(amount, 2)).as_py() or 0.0
+    return {
+        "order_date": day,
+        "category": category,
+        "orders": orders,
+        "units": units,
+        "revenue": round(revenue, 2),
+        "quarantined": quarantined,
+    }
