@@ -1,0 +1,95 @@
+"""Shared fixtures. Airflow reads its configuration when first imported, so the test
+environment (a throwaway AIRFLOW_HOME, this repo's dags/ and plugins/) is set here,
+before any test module imports Airflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DAGS = REPO / "dags"
+PLUGINS = REPO / "plugins"
+
+_HOME = Path(tempfile.mkdtemp(prefix="airflow-test-home-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "PIPELINE_STAGING_URI": str(_HOME / "staging"),
+        "AIRFLOW_CONN_WAREHOUSE_DEFAULT": json.dumps({"conn_type": "sqlite", "host": str(_HOME / "warehouse.db")}),
+    }
+)
+os.environ.pop("PIPELINE_CATEGORIES_FILE", None)
+# The operator lives in plugins/ (Airflow puts that folder on sys.path; so do the tests).
+sys.path.insert(0, str(PLUGINS))
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Airflow's metadata database (SQLite in the test AIRFLOW_HOME), migrated once."""
+    subprocess.run(["airflow", "db", "migrate"], check=True, capture_output=True)
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn():
+    """DSN of a real PostgreSQL: $WAREHOUSE_TEST_DSN, or a throwaway server started from
+    the installed binaries. Skipped on a machine without PostgreSQL, never in CI."""
+    from tests.support.postgres import PostgresUnavailable, TemporaryPostgres, wait_until_accepting
+
+    if os.environ.get("WAREHOUSE_TEST_DSN"):
+        wait_until_accepting(os.environ["WAREHOUSE_TEST_DSN"])
+        yield os.environ["WAREHOUSE_TEST_DSN"]
+        return
+    try:
+        server = TemporaryPostgres()
+        dsn = server.start()
+    except (PostgresUnavailable, subprocess.CalledProcessError, OSError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"no PostgreSQL here: {exc}")
+    try:
+        yield dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_warehouse(postgres_dsn):
+    """A Warehouse on a fresh database of the real PostgreSQL server, dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    from category_pipeline.warehouse import Warehouse
+
+    name = f"wh_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    base = postgres_dsn.rsplit("/", 1)[0]
+    yield Warehouse.from_uri(f"{base}/{name}")
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def sqlite_warehouse(tmp_path):
+    from category_pipeline.warehouse import Warehouse
+
+    return Warehouse.from_uri(f"sqlite:///{tmp_path / 'warehouse.db'}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def warehouse(request):
+    """Each loader test runs against both warehouses users have: SQLite and PostgreSQL."""
+    return request.getfixturevalue(f"{request.param}_warehouse")
