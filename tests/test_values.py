@@ -1,0 +1,158 @@
+"""values.yaml for the official Airflow chart: valid against the chart's own schema, no
+credential in the file, and, where the chart itself is available, a render that gives the
+platform we promise (KubernetesExecutor, the built image, git-sync, non-root, persistent logs)."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.support.helm import REPO, Unavailable, helm, official_chart
+
+VALUES = yaml.safe_load((REPO / "values.yaml").read_text())
+SECRET_VALUE_KEYS = {"password", "fernetKey", "apiSecretKey", "jwtSecret", "webserverSecretKey", "sshKey", "token"}
+
+
+@pytest.fixture(scope="module")
+def chart_schema() -> dict:
+    path = os.environ.get("AIRFLOW_CHART_SCHEMA")
+    if not path or not Path(path).is_file():
+        reason = f"official chart values schema not found (AIRFLOW_CHART_SCHEMA={path!r})"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return json.loads(Path(path).read_text())
+
+
+def _errors(schema: dict, values: dict) -> list[str]:
+    validator = jsonschema.Draft7Validator(schema)
+    return [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(values)]
+
+
+def test_values_validate_against_the_official_chart_schema(chart_schema):
+    assert _errors(chart_schema, VALUES) == []
+
+
+def test_schema_check_catches_a_misspelt_key(chart_schema):
+    broken = yaml.safe_load((REPO / "values.yaml").read_text())
+    broken["dags"]["gitSync"]["credentialSecret"] = broken["dags"]["gitSync"].pop("credentialsSecret")
+    assert any("credentialSecret" in error for error in _errors(chart_schema, broken))
+
+
+def _walk(node, path=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, (*path, index))
+    else:
+        yield path, node
+
+
+def test_no_credentials_in_values():
+    for path, value in _walk(VALUES):
+        if path and path[-1] in SECRET_VALUE_KEYS:
+            assert value in (None, ""), f"{'.'.join(map(str, path))} holds a literal credential"
+    assert VALUES["fernetKeySecretName"] and VALUES["apiSecretKeySecretName"] and VALUES["jwtSecretName"]
+    assert VALUES["data"]["metadataSecretName"]
+    assert VALUES["dags"]["gitSync"]["credentialsSecret"]
+
+
+def test_platform_shape_of_values():
+    assert VALUES["executor"] == "KubernetesExecutor"
+    assert VALUES["images"]["airflow"]["repository"] == "airflow-platform"
+    git_sync = VALUES["dags"]["gitSync"]
+    assert git_sync["enabled"] and git_sync["subPath"] == "dags"
+    assert VALUES["logs"]["persistence"]["enabled"]
+    assert VALUES["securityContexts"]["pod"]["runAsNonRoot"] is True
+
+
+# --- rendering the official chart (skipped where the chart is not available) -------------
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    try:
+        chart = official_chart()
+        output = helm("template", "airflow", str(chart), "--namespace", "airflow", "-f", str(REPO / "values.yaml"))
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    return [doc for doc in yaml.safe_load_all(output) if doc]
+
+
+def _objects(rendered, kind):
+    return {doc["metadata"]["name"]: doc for doc in rendered if doc["kind"] == kind}
+
+
+def _airflow_cfg(rendered) -> configparser.ConfigParser:
+    config = configparser.ConfigParser(interpolation=None)
+    config.read_string(_objects(rendered, "ConfigMap")["airflow-config"]["data"]["airflow.cfg"])
+    return config
+
+
+def _pod_template(rendered) -> dict:
+    return yaml.safe_load(_objects(rendered, "ConfigMap")["airflow-config"]["data"]["pod_template_file.yaml"])
+
+
+def test_render_uses_the_kubernetes_executor_and_the_platform_image(rendered):
+    config = _airflow_cfg(rendered)
+    assert config["core"]["executor"] == "KubernetesExecutor"
+    assert config["kubernetes_executor"]["worker_container_repository"] == "airflow-platform"
+    for deployment in _objects(rendered, "Deployment").values():
+        images = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+        assert "airflow-platform:0.1.0" in images, deployment["metadata"]["name"]
+
+
+def test_render_task_pod_template(rendered):
+    pod = _pod_template(rendered)
+    (base,) = [c for c in pod["spec"]["containers"] if c["name"] == "base"]
+    assert base["image"] == "airflow-platform:0.1.0"
+    assert base["resources"]["requests"] and base["resources"]["limits"]
+    assert pod["spec"]["serviceAccountName"] == "airflow-task-runner"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["runAsUser"] == 50000
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["logs"]["persistentVolumeClaim"]["claimName"] == "airflow-logs"
+    assert volumes["pipeline-staging"]["persistentVolumeClaim"]["claimName"] == "pipeline-staging"
+    assert {"name": "pipeline-staging", "mountPath": "/opt/airflow/staging"} in base["volumeMounts"]
+
+
+def test_render_git_sync_takes_credentials_from_a_secret(rendered):
+    scheduler = _objects(rendered, "Deployment")["airflow-dag-processor"]["spec"]["template"]["spec"]
+    (git_sync,) = [c for c in scheduler["containers"] if c["name"] == "git-sync"]
+    env = {e["name"]: e for e in git_sync["env"]}
+    assert env["GITSYNC_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "git-credentials", "key": "GITSYNC_PASSWORD"}
+    assert env["GITSYNC_REPO"]["value"] == VALUES["dags"]["gitSync"]["repo"]
+
+
+def test_render_creates_no_secret_for_keys_it_should_take_from_the_platform_chart(rendered):
+    names = set(_objects(rendered, "Secret"))
+    for owned_elsewhere in ("airflow-fernet-key", "airflow-api-secret-key", "airflow-jwt-secret", "airflow-metadata-connection"):
+        assert owned_elsewhere not in names
+    assert not any(n.endswith("-postgresql") for n in _objects(rendered, "StatefulSet"))
+
+
+def test_render_every_container_is_non_root_with_resources(rendered):
+    for kind in ("Deployment", "StatefulSet", "Job"):
+        for name, obj in _objects(rendered, kind).items():
+            spec = obj["spec"]["template"]["spec"]
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                context = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
+                assert context.get("runAsNonRoot") or context.get("runAsUser", 0) > 0, f"{name}/{container['name']}"
+                assert container.get("resources", {}).get("limits"), f"{name}/{container['name']} has no limits"
+
+
+def test_render_validates_against_the_kubernetes_schema(rendered):
+    import kubernetes_validate
+
+    from tests.support.kube import KUBERNETES_VERSION
+
+    for obj in rendered:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
