@@ -1,0 +1,138 @@
+"""Pod contract: the worker pods the KubernetesExecutor would launch for every category DAG,
+built by Airflow itself (`airflow kubernetes generate-dag-yaml`) from the pod template and
+each task's pod override, carry the right image, command, resources, labels, Secret-based
+env and non-root settings, and are valid Kubernetes objects."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from category_pipeline.config import load_categories
+from tests.conftest import DAGS
+from tests.support import pod_template
+from tests.support.helm import Unavailable
+from tests.support.kube import KUBERNETES_VERSION
+
+CATEGORIES = load_categories(DAGS / "categories.yaml").categories
+VALUES = pod_template.values()
+IMAGE = f"{VALUES['images']['airflow']['repository']}:{VALUES['images']['airflow']['tag']}"
+LOGICAL_DATE = "2026-11-25"
+STEP_OF_TASK = {"process.validate": "process", "process.compute_metrics": "process", "load": "load"}
+
+
+def _template(source: str) -> dict:
+    if source == "chart":
+        try:
+            return pod_template.from_chart()
+        except Unavailable as exc:
+            pytest.skip(str(exc))
+    return pod_template.from_values()
+
+
+@pytest.fixture(scope="module", params=["values", "chart"])
+def pods(request, airflow_db, tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """(dag_id, task_id) -> the pod Airflow generates, for every category DAG."""
+    folder = tmp_path_factory.mktemp(f"pods-{request.param}")
+    template_file = folder / "pod_template_file.yaml"
+    template_file.write_text(yaml.safe_dump(_template(request.param)))
+    env = {
+        **os.environ,
+        "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE": str(template_file),
+        # What the chart writes into airflow.cfg from images.airflow.
+        "AIRFLOW__KUBERNETES_EXECUTOR__WORKER_CONTAINER_REPOSITORY": VALUES["images"]["airflow"]["repository"],
+        "AIRFLOW__KUBERNETES_EXECUTOR__WORKER_CONTAINER_TAG": VALUES["images"]["airflow"]["tag"],
+        "AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE": "airflow",
+        # What the chart sets in every container, so that parsing sees the same settings.
+        **{e["name"]: e["value"] for e in VALUES["env"]},
+    }
+    generated = {}
+    for category in CATEGORIES:
+        out = folder / category.name
+        subprocess.run(
+            ["airflow", "kubernetes", "generate-dag-yaml", category.dag_id, "-l", LOGICAL_DATE, "-o", str(out)],
+            check=True, capture_output=True, env=env, timeout=180,
+        )
+        for path in (out / "airflow_yaml_output").glob("*.yml"):
+            pod = yaml.safe_load(path.read_text())
+            generated[(pod["metadata"]["annotations"]["dag_id"], pod["metadata"]["annotations"]["task_id"])] = pod
+    return generated
+
+
+def _base(pod: dict) -> dict:
+    (base,) = [c for c in pod["spec"]["containers"] if c["name"] == "base"]
+    return base
+
+
+def test_a_pod_for_every_task_of_every_category(pods):
+    expected = {(c.dag_id, t) for c in CATEGORIES for t in ("start", "extract", *STEP_OF_TASK, "end")}
+    assert set(pods) == expected
+
+
+def test_pods_run_the_platform_image_and_the_task_sdk_command(pods):
+    for (dag_id, task_id), pod in pods.items():
+        base = _base(pod)
+        assert base["image"] == IMAGE
+        assert base["args"][:3] == ["python", "-m", "airflow.sdk.execution_time.execute_workload"]
+        workload = json.loads(base["args"][base["args"].index("--json-string") + 1])
+        assert workload["ti"]["task_id"] == task_id
+        assert workload["dag_rel_path"] == "category_dags.py"
+
+
+@pytest.mark.parametrize("category", CATEGORIES, ids=lambda c: c.name)
+def test_heavy_steps_get_resources_and_labels_of_their_category(pods, category):
+    for task_id, step in STEP_OF_TASK.items():
+        pod = pods[(category.dag_id, task_id)]
+        expected = getattr(category.resources, step)
+        assert _base(pod)["resources"] == {"requests": expected.requests.model_dump(), "limits": expected.limits.model_dump()}
+        labels = pod["metadata"]["labels"]
+        assert labels["airflow-platform.io/category"] == category.name
+        assert labels["airflow-platform.io/step"] == step
+        assert labels["component"] == "worker" and labels["tier"] == "airflow"
+
+
+def test_light_steps_keep_the_template_defaults(pods):
+    for category in CATEGORIES:
+        pod = pods[(category.dag_id, "extract")]
+        assert _base(pod)["resources"] == VALUES["workers"]["resources"]
+        assert "airflow-platform.io/step" not in pod["metadata"]["labels"]
+
+
+def test_warehouse_credentials_come_from_the_secret_only_where_needed(pods):
+    for (dag_id, task_id), pod in pods.items():
+        env = {e["name"]: e for e in _base(pod)["env"]}
+        for variable in env.values():
+            assert "postgresql://" not in str(variable.get("value", "")), f"{task_id}: literal connection string"
+        if task_id in STEP_OF_TASK:
+            ref = env["AIRFLOW_CONN_WAREHOUSE_DEFAULT"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "warehouse-connection", "key": "uri"}
+        else:
+            assert "AIRFLOW_CONN_WAREHOUSE_DEFAULT" not in env, f"{dag_id}.{task_id} does not need the warehouse"
+
+
+def test_pods_run_as_non_root_with_the_task_service_account(pods):
+    for pod in pods.values():
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert pod["spec"]["securityContext"]["runAsUser"] == 50000
+        assert _base(pod)["securityContext"]["allowPrivilegeEscalation"] is False
+        assert pod["spec"]["serviceAccountName"] == "airflow-task-runner"
+        mounts = {m["name"]: m["mountPath"] for m in _base(pod)["volumeMounts"]}
+        assert mounts["pipeline-staging"] == "/opt/airflow/staging"
+
+
+def test_pods_are_valid_kubernetes_objects(pods):
+    for pod in pods.values():
+        kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+
+def test_validation_is_strict_enough_to_catch_a_typo(pods):
+    pod = json.loads(json.dumps(next(iter(pods.values()))))
+    pod["spec"]["containers"][0]["resourcez"] = pod["spec"]["containers"][0].pop("resources")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
