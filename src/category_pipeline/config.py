@@ -32,17 +32,23 @@ class ComputeResources(_Strict):
     cpu: str
     memory: str
 
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _unquoted_number(cls, value):
+        # YAML reads `cpu: 2` as an int; Kubernetes manifests write it that way too.
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
     @field_validator("cpu")
     @classmethod
     def _cpu(cls, value: str) -> str:
-        if not CPU_QUANTITY.match(str(value)):
+        if not CPU_QUANTITY.fullmatch(value):
             raise ValueError(f"{value!r} is not a CPU quantity (e.g. '500m' or '2')")
         return str(value)
 
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str) -> str:
-        if not MEMORY_QUANTITY.match(str(value)):
+        if not MEMORY_QUANTITY.fullmatch(value):
             raise ValueError(f"{value!r} is not a memory quantity (e.g. '512Mi' or '2Gi')")
         return str(value)
 
@@ -94,7 +100,7 @@ class Category(_Strict):
     @field_validator("name")
     @classmethod
     def _slug(cls, value: str) -> str:
-        if not isinstance(value, str) or not SLUG.match(value):
+        if not isinstance(value, str) or not SLUG.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a slug: lower-case letters, digits and '_', "
                 "starting with a letter, not ending in '_', at most 40 characters"
@@ -142,11 +148,22 @@ class CategoryFileError(ValueError):
 def _merge(defaults: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     merged = dict(defaults)
     for key, value in entry.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if _other_kind(merged.get(key), value):
+            merged[key] = value  # e.g. a files source replaces the default synthetic one whole
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value
     return merged
+
+
+def _other_kind(default: Any, value: Any) -> bool:
+    return (
+        isinstance(default, dict)
+        and isinstance(value, dict)
+        and "kind" in value
+        and value.get("kind") != default.get("kind")
+    )
 
 
 def _describe(error: ValidationError) -> tuple[str, ...]:

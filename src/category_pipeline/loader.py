@@ -100,7 +100,12 @@ def _partition_values(table: WarehouseTable, partition: Mapping[str, object]) ->
         field = table.schema.field(name)
         raw = partition[name]
         try:
-            values[name] = pa.scalar(date.fromisoformat(raw) if field.type == pa.date32() and isinstance(raw, str) else raw, field.type)
+            if field.type == pa.date32():
+                # Only a date or an ISO string: Arrow would also take an int as days since 1970.
+                if not isinstance(raw, (str, date)):
+                    raise TypeError(f"expected an ISO date, got {type(raw).__name__}")
+                raw = date.fromisoformat(raw) if isinstance(raw, str) else raw
+            values[name] = pa.scalar(raw, field.type)
         except (ValueError, TypeError, pa.ArrowInvalid) as exc:
             raise LoadError(f"partition value {name}={raw!r} is not a valid {field.type}") from exc
     return values

@@ -106,7 +106,7 @@ def product_metrics(batches) -> pa.Table:
             .group_by("product_id")
             .aggregate([("order_id", "count"), ("quantity", "sum"), ("amount", "sum")])
         )
-        partials.append(partial)
+        partials.append(partial.select(PARTIAL_COLUMNS))
         if len(partials) > 16:  # fold now and then: bounded by products, not batches
             partials = [_fold(partials)]
     if not partials:
@@ -126,13 +126,19 @@ def product_metrics(batches) -> pa.Table:
     )
 
 
+# Partial aggregates are always in this column order, so that fresh and folded partials
+# concatenate (pyarrow places the group key differently in different versions).
+PARTIAL_COLUMNS = ["product_id", "order_id_count", "quantity_sum", "amount_sum"]
+
+
 def _fold(partials: list[pa.Table]) -> pa.Table:
     combined = pa.concat_tables(partials).group_by("product_id").aggregate(
-        [("order_id_count", "sum"), ("quantity_sum", "sum"), ("amount_sum", "sum")]
+        [(name, "sum") for name in PARTIAL_COLUMNS[1:]]
     )
-    # Select by name: the position of the key column differs between pyarrow versions.
-    return pa.table({name: combined.column(f"{name}_sum") for name in ("order_id_count", "quantity_sum", "amount_sum")}
-                    | {"product_id": combined.column("product_id")})
+    return pa.table(
+        [combined.column("product_id")] + [combined.column(f"{name}_sum") for name in PARTIAL_COLUMNS[1:]],
+        names=PARTIAL_COLUMNS,
+    )
 
 
 def compute_metrics(clean_uri: str, metrics_uri: str) -> dict:

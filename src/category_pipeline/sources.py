@@ -54,10 +54,12 @@ def _read_file(uri: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
                     handle,
                     read_options=pacsv.ReadOptions(block_size=16 << 20),
                     convert_options=pacsv.ConvertOptions(
-                        column_types={field.name: field.type for field in schema}, include_columns=schema.names
+                        column_types={field.name: field.type for field in schema},
+                        include_columns=schema.names,
+                        strings_can_be_null=True,  # an empty field is a missing value, not ''
                     ),
                 )
-            except pa.ArrowInvalid as exc:  # e.g. a column named in include_columns is absent
+            except (pa.ArrowInvalid, KeyError) as exc:  # KeyError: a column of include_columns is absent
                 raise SourceError(f"source file {uri}: {exc}") from exc
         try:
             for batch in batches:

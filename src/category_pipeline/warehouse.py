@@ -6,6 +6,7 @@ target is built from the fields of an Airflow Connection but imports nothing of 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,5 +105,5 @@ def create_table_sql(dialect: str, table: WarehouseTable) -> str:
 def _redact(uri: str) -> str:
     parts = urlsplit(uri)
     if parts.password:
-        return uri.replace(f":{parts.password}@", ":***@")
-    return uri
+        uri = uri.replace(f":{parts.password}@", ":***@")
+    return re.sub(r"(password=)[^&\s]*", r"\1***", uri)

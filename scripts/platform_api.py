@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""A small client of a deployed platform: Airflow's REST API (v2) through a port-forward.
+
+    python scripts/platform_api.py trigger CATEGORY [--date YYYY-MM-DD] [--wait]
+    python scripts/platform_api.py password        # the UI admin password
+
+Used by `make trigger` and by the kind test suite. Standard library only, so it runs
+before any virtualenv exists; kubectl must be on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+NAMESPACE = "airflow"
+API_SERVICE = "svc/airflow-api-server"
+API_PORT = 8080
+ADMIN_SECRET = "airflow-admin-credentials"
+ADMIN_USER = "admin"
+
+
+def kubectl(*args: str, namespace: str = NAMESPACE, check: bool = True) -> str:
+    result = subprocess.run(["kubectl", "-n", namespace, *args], capture_output=True, text=True, timeout=120)
+    if check and result.returncode:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def secret_value(name: str, key: str, namespace: str = NAMESPACE) -> str:
+    encoded = kubectl("get", "secret", name, "-o", f"jsonpath={{.data.{key}}}", namespace=namespace)
+    return base64.b64decode(encoded).decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def port_forward(target: str, remote_port: int, namespace: str = NAMESPACE) -> Iterator[int]:
+    """Forward a free local port to ``target``; yields the local port."""
+    local = _free_port()
+    process = subprocess.Popen(
+        ["kubectl", "-n", namespace, "port-forward", target, f"{local}:{remote_port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", local), timeout=1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"port-forward to {target} failed: {process.stderr.read() if process.stderr else ''}")
+            time.sleep(0.3)
+        yield local
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class AirflowApi:
+    def __init__(self, base_url: str, username: str, password: str):
+        self.base_url = base_url.rstrip("/")
+        self.token = self._token(username, password)
+
+    def _token(self, username: str, password: str) -> str:
+        body = self._request("POST", "/auth/token", {"username": username, "password": password}, auth=False)
+        return body["access_token"]
+
+    def _request(self, method: str, path: str, payload: dict | None = None, auth: bool = True, raw: bool = False):
+        request = urllib.request.Request(
+            self.base_url + path,
+            method=method,
+            data=json.dumps(payload).encode() if payload is not None else None,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        if auth:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            data = response.read().decode()
+        return data if raw else json.loads(data)
+
+    def get(self, path: str, raw: bool = False):
+        return self._request("GET", path, raw=raw)
+
+    def dag_exists(self, dag_id: str) -> bool:
+        try:
+            self.get(f"/api/v2/dags/{dag_id}")
+            return True
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return False
+            raise
+
+    def unpause(self, dag_id: str) -> None:
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, logical_date: str) -> str:
+        self.unpause(dag_id)
+        run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": f"{logical_date}T00:00:00Z"})
+        return run["dag_run_id"]
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = 900) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            if state in ("success", "failed"):
+                return state
+            time.sleep(5)
+        raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        entry = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        value = entry["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}", raw=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    trigger = sub.add_parser("trigger", help="trigger category_<CATEGORY> (or any DAG id)")
+    trigger.add_argument("category")
+    trigger.add_argument("--date", default=time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400)))
+    trigger.add_argument("--wait", action="store_true", help="wait for the run to finish")
+    sub.add_parser("password", help="print the UI admin password")
+    args = parser.parse_args(argv)
+
+    password = secret_value(ADMIN_SECRET, "password")
+    if args.command == "password":
+        print(password)
+        return 0
+    dag_id = args.category if args.category.startswith(("category_", "advanced_")) else f"category_{args.category}"
+    with port_forward(API_SERVICE, API_PORT) as port:
+        api = AirflowApi(f"http://127.0.0.1:{port}", ADMIN_USER, password)
+        run_id = api.trigger(dag_id, args.date)
+        print(f"triggered {dag_id} for {args.date}: run {run_id}")
+        if args.wait:
+            state = api.wait(dag_id, run_id)
+            print(f"{dag_id} {run_id}: {state}")
+            return 0 if state == "success" else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
