@@ -42,14 +42,6 @@ class CustomLoadOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, dict[str, int]]:
         connection = BaseHook.get_connection(self.warehouse_conn_id)
-        warehouse = Warehouse.from_connection(
-            self.warehouse_conn_id,
-            connection.conn_type,
-            host=connection.host,
-            port=connection.port,
-            login=connection.login,
-            password=connection.password,
-            schema=connection.schema,
-        )
+        warehouse = Warehouse.from_airflow_connection(self.warehouse_conn_id, connection)
         self.log.info("Loading %s into %r, partition %s", dict(self.datasets), warehouse, dict(self.partition))
         return load_partition(warehouse, dict(self.datasets), dict(self.partition))

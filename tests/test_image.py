@@ -63,19 +63,13 @@ def _dockerd() -> str | None:
 
 
 def _ensure_engine() -> tuple[str | None, str | None]:
-    """(docker client, problem): reach the engine, else start dockerd (root only), installing
-    Debian's docker.io first in CI. Waits up to 60 s for a started daemon."""
+    """(docker client, problem): reach the engine, else start dockerd (root only; CI gets it
+    from scripts/bootstrap.sh --with-docker). Waits up to 60 s for a started daemon."""
     cli = _docker_cli()
     why = _engine_error(cli)
     if why is None:
         return cli, None
     root = os.geteuid() == 0
-    if _dockerd() is None and CI and root and shutil.which("apt-get"):
-        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "-q"]
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run([*apt, "update"], capture_output=True, env=env, timeout=300)
-        subprocess.run([*apt, "install", "-y", "docker.io"], capture_output=True, env=env, timeout=600)
-        cli = _docker_cli()
     dockerd = _dockerd()
     if dockerd is None:
         return cli, f"{why}; no dockerd to start"

@@ -56,7 +56,9 @@ def run(repo: Path, day: date) -> int:
     _migrate()
     # Airflow reads its configuration on import: import only once the env is set.
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.connection import Connection
 
+    from category_pipeline.k8s import WAREHOUSE_CONN_ID
     from category_pipeline.report import daily_report, format_table
     from category_pipeline.warehouse import Warehouse
 
@@ -79,8 +81,9 @@ def run(repo: Path, day: date) -> int:
         if state != "success":
             failed.append(dag_id)
 
-    connection = json.loads(os.environ["AIRFLOW_CONN_WAREHOUSE_DEFAULT"])
-    warehouse = Warehouse.from_connection("warehouse_default", connection["conn_type"], host=connection.get("host"))
+    # The same Connection the load tasks used (JSON or URI form, or any secrets backend).
+    connection = Connection.get_connection_from_secrets(WAREHOUSE_CONN_ID)
+    warehouse = Warehouse.from_airflow_connection(WAREHOUSE_CONN_ID, connection)
     print(f"\nWarehouse {warehouse.target}, order date {day}:\n")
     print(format_table(daily_report(warehouse, day)))
     print(f"\n{len(dag_ids) - len(failed)}/{len(dag_ids)} DAG runs succeeded in {time.monotonic() - started:.1f} s")

@@ -76,6 +76,19 @@ class Warehouse:
         )
 
     @classmethod
+    def from_airflow_connection(cls, conn_id: str, connection) -> Warehouse:
+        """From an Airflow Connection object (any object with its attributes)."""
+        return cls.from_connection(
+            conn_id,
+            connection.conn_type,
+            host=connection.host,
+            port=connection.port,
+            login=connection.login,
+            password=connection.password,
+            schema=connection.schema,
+        )
+
+    @classmethod
     def from_uri(cls, uri: str) -> Warehouse:
         """postgresql://user:pw@host:port/db or sqlite:////absolute/path.db"""
         if uri.startswith("sqlite:///"):

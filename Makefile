@@ -1,0 +1,126 @@
+# Every workflow of the platform is a target here; `make help` lists them.
+#
+#   make run [DATE=YYYY-MM-DD]   the main job on a laptop (SQLite, no cluster)
+#   make test                    the test suite (what CI runs, via .ci/run)
+
+PYTHON ?= python3
+VENV ?= .venv
+# Extra arguments for pytest, e.g. make test ARGS="-k loader -x"
+ARGS ?=
+
+# The official chart's values schema, shipped beside the repo in ../shared (as in CI).
+CHART_SCHEMA := $(wildcard $(CURDIR)/../shared/airflow-chart/values.schema.json)
+ifneq ($(CHART_SCHEMA),)
+export AIRFLOW_CHART_SCHEMA ?= $(abspath $(CHART_SCHEMA))
+endif
+
+VENV_BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+# local_run and the tests start the `airflow` CLI by name: use the venv's.
+WITH_VENV := PATH="$(VENV_BIN):$$PATH" VIRTUAL_ENV="$(abspath $(VENV))"
+PIP := $(VENV_BIN)/python -m pip --disable-pip-version-check
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run airflow test test-kind clean distclean \
+	tools cluster image load chart-pull deploy dags-push ui trigger down up
+
+help: ## List the targets
+	@echo "Usage: make TARGET [DATE=YYYY-MM-DD] [PYTHON=python3.11] [VENV=.venv] [ARGS=...]"
+	@echo
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-11s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## Create the venv (VENV=.venv): requirements.lock + this package; reinstalls only when they change
+
+$(VENV_BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "error: PYTHON=$(PYTHON) is missing or older than 3.11; run make PYTHON=/path/to/python3.11" >&2; \
+		exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalls only when the lock or pyproject.toml changed since the last install.
+$(STAMP): requirements.lock pyproject.toml | $(VENV_BIN)/python
+	$(PIP) install -q -r requirements.lock
+	$(PIP) install -q --no-deps -e .
+	@touch $@
+
+run: venv ## Main job: all category DAGs + advanced_data_pipeline for DATE (default yesterday) on SQLite; prints a summary
+	$(WITH_VENV) $(VENV_BIN)/python -m category_pipeline.local_run run $(if $(DATE),--date $(DATE))
+
+airflow: venv ## Airflow standalone on the laptop state in .local/ (UI on http://localhost:8080, stop with Ctrl-C)
+	$(WITH_VENV) $(VENV_BIN)/python -m category_pipeline.local_run standalone
+
+test: venv ## Test suite without a cluster (PostgreSQL tests start their own throwaway server)
+	$(WITH_VENV) $(VENV_BIN)/python -m pytest -m "not kind" $(ARGS)
+
+test-kind: venv ## The kind integration suite: the platform on a fresh kind cluster (needs Docker, kind, internet)
+	scripts/install-tools.sh >/dev/null
+	$(WITH_VENV) $(WITH_TOOLS) AIRFLOW_CHART_PULL=1 $(VENV_BIN)/python -m pytest -m kind tests/kind $(ARGS)
+
+clean: ## Remove the laptop state in .local/ (Airflow home, SQLite warehouse, staging); keeps the venv
+	rm -rf .local
+
+distclean: clean ## clean, and remove the venv too
+	rm -rf $(VENV)
+
+# --- Kubernetes: the platform on a cluster (kind for development) --------------------------
+KIND_CLUSTER ?= airflow-platform
+NAMESPACE ?= airflow
+IMAGE_REPO ?= airflow-platform
+IMAGE_TAG ?= 0.1.0
+IMAGE := $(IMAGE_REPO):$(IMAGE_TAG)
+# The official Apache Airflow chart, pinned (tests/support/helm.py uses the same version).
+AIRFLOW_CHART_VERSION ?= 1.20.0
+AIRFLOW_CHART_REPO ?= https://airflow.apache.org
+AIRFLOW_CHART_DIR ?= $(CURDIR)/.tools/charts/airflow-$(AIRFLOW_CHART_VERSION)/airflow
+TOOLS_BIN := $(CURDIR)/.tools/bin
+WITH_TOOLS := PATH="$(TOOLS_BIN):$$PATH"
+HELM := $(WITH_TOOLS) helm
+KUBECTL := $(WITH_TOOLS) kubectl -n $(NAMESPACE)
+CATEGORY ?= electronics
+
+tools: ## Put helm, kubectl and kind into .tools/bin where they are not on PATH
+	scripts/install-tools.sh --with-kind
+
+cluster: tools ## Create the kind cluster KIND_CLUSTER from kind-config.yaml (no-op if it exists)
+	@$(WITH_TOOLS) kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' \
+		|| $(WITH_TOOLS) kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 180s
+
+image: ## Build the platform image IMAGE_REPO:IMAGE_TAG from images/Dockerfile
+	scripts/build-image.sh $(IMAGE)
+
+load: ## Load the platform image into the kind cluster
+	$(WITH_TOOLS) kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+chart-pull: tools ## Download the official Airflow chart AIRFLOW_CHART_VERSION into .tools/charts
+	@test -f $(AIRFLOW_CHART_DIR)/Chart.yaml || { mkdir -p $(dir $(AIRFLOW_CHART_DIR)) && \
+		$(HELM) pull airflow --repo $(AIRFLOW_CHART_REPO) --version $(AIRFLOW_CHART_VERSION) \
+			--untar --untardir $(dir $(AIRFLOW_CHART_DIR)); }
+	@echo "official chart: $(AIRFLOW_CHART_DIR)"
+
+deploy: chart-pull ## Install/upgrade charts/airflow-platform, seed the git server, then the official chart with values.yaml
+	$(HELM) upgrade --install platform charts/airflow-platform --namespace $(NAMESPACE) --create-namespace \
+		--set gitServer.image.repository=$(IMAGE_REPO),gitServer.image.tag=$(IMAGE_TAG) --wait --timeout 10m
+	@# git-sync starts from the repository: give the in-cluster one its first DAGs.
+	NAMESPACE=$(NAMESPACE) $(WITH_TOOLS) scripts/dags-push.sh --if-empty
+	$(HELM) upgrade --install airflow $(AIRFLOW_CHART_DIR) --namespace $(NAMESPACE) -f values.yaml \
+		--set images.airflow.repository=$(IMAGE_REPO),images.airflow.tag=$(IMAGE_TAG) --wait --timeout 15m
+
+dags-push: ## Push dags/ (and categories.yaml) to the in-cluster git server; git-sync picks it up
+	NAMESPACE=$(NAMESPACE) $(WITH_TOOLS) scripts/dags-push.sh
+
+ui: ## Port-forward the Airflow UI/API server to http://localhost:8080 and print the login
+	@echo "Airflow UI: http://localhost:8080  user: admin  password: $$($(KUBECTL) get secret airflow-admin-credentials -o jsonpath='{.data.password}' | base64 -d)"
+	$(KUBECTL) port-forward svc/airflow-api-server 8080:8080
+
+trigger: ## Trigger category_$(CATEGORY) through the REST API and wait for it (CATEGORY=..., DATE=...)
+	$(WITH_TOOLS) python3 scripts/platform_api.py trigger $(CATEGORY) $(if $(DATE),--date $(DATE)) --wait
+
+down: ## Delete the kind cluster
+	$(WITH_TOOLS) kind delete cluster --name $(KIND_CLUSTER)
+
+up: ## Everything: cluster, image, load, deploy (then `make ui`, `make trigger`)
+	$(MAKE) cluster
+	$(MAKE) image
+	$(MAKE) load
+	$(MAKE) deploy
