@@ -11,9 +11,6 @@ from collections.abc import Mapping, Sequence
 
 from airflow.sdk import BaseHook, BaseOperator, Context
 
-from category_pipeline.loader import load_partition
-from category_pipeline.warehouse import Warehouse
-
 
 class CustomLoadOperator(BaseOperator):
     """Replace ``partition`` of each table in ``datasets`` (table name -> staged dataset URI).
@@ -41,6 +38,11 @@ class CustomLoadOperator(BaseOperator):
         self.warehouse_conn_id = warehouse_conn_id
 
     def execute(self, context: Context) -> dict[str, dict[str, int]]:
+        # Imported here, not at the top: DAG files import this module, and parsing them
+        # should not load pyarrow.
+        from category_pipeline.loader import load_partition
+        from category_pipeline.warehouse import Warehouse
+
         connection = BaseHook.get_connection(self.warehouse_conn_id)
         warehouse = Warehouse.from_airflow_connection(self.warehouse_conn_id, connection)
         self.log.info("Loading %s into %r, partition %s", dict(self.datasets), warehouse, dict(self.partition))

@@ -12,11 +12,10 @@ from datetime import date, datetime, timedelta, timezone
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, TaskGroup, task
 
-from category_pipeline import extract as extract_step
-from category_pipeline import process as process_step
 from category_pipeline.config import Category
 from category_pipeline.k8s import WAREHOUSE_CONN_ID, pod_override
-from category_pipeline.storage import dataset_uri, staging_root
+
+# The data steps (pyarrow) are imported inside the tasks: parsing the DAGs never needs them.
 
 
 def build_category_dag(category: Category, load_operator: type) -> DAG:
@@ -41,13 +40,19 @@ def build_category_dag(category: Category, load_operator: type) -> DAG:
 
         @task
         def extract(ds: str | None = None) -> dict:
-            return extract_step.extract(category, date.fromisoformat(ds), staging_root())
+            from category_pipeline.extract import extract as extract_orders
+            from category_pipeline.storage import staging_root
+
+            return extract_orders(category, date.fromisoformat(ds), staging_root())
 
         @task(multiple_outputs=True, executor_config=process_pod)
         def validate(extracted: dict, ds: str | None = None) -> dict:
+            from category_pipeline.process import validate as validate_orders
+            from category_pipeline.storage import dataset_uri, staging_root
+
             day = date.fromisoformat(ds)
             root = staging_root()
-            return process_step.validate(
+            return validate_orders(
                 extracted["raw_uri"],
                 extracted["catalog_uri"],
                 name,
@@ -58,7 +63,10 @@ def build_category_dag(category: Category, load_operator: type) -> DAG:
 
         @task(multiple_outputs=True, executor_config=process_pod)
         def compute_metrics(clean_uri: str, ds: str | None = None) -> dict:
-            return process_step.compute_metrics(clean_uri, dataset_uri(staging_root(), name, ds, "metrics"))
+            from category_pipeline.process import compute_metrics as metrics_of
+            from category_pipeline.storage import dataset_uri, staging_root
+
+            return metrics_of(clean_uri, dataset_uri(staging_root(), name, ds, "metrics"))
 
         start = EmptyOperator(task_id="start")
         extracted = extract()

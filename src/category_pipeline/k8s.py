@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 
-from functools import partial
+from functools import cache, partial
 
+from airflow.providers.cncf.kubernetes.secret import Secret
 from kubernetes.client import Configuration
 from kubernetes.client import models as k8s
 
@@ -37,12 +38,15 @@ def conn_env_var(conn_id: str) -> str:
     return f"AIRFLOW_CONN_{conn_id.upper()}"
 
 
+@cache
+def _secret_env(conn_id: str) -> k8s.V1EnvVar:
+    # The same for every category: built once per parse, not once per pod.
+    return Secret("env", conn_env_var(conn_id), WAREHOUSE_SECRET, "uri").to_env_secret()
+
+
 def pod_override(category: Category, step: str, conn_id: str = WAREHOUSE_CONN_ID) -> k8s.V1Pod:
     resources = getattr(category.resources, step)
-    secret_env = models.V1EnvVar(
-        name=conn_env_var(conn_id),
-        value_from=models.V1EnvVarSource(secret_key_ref=models.V1SecretKeySelector(name=WAREHOUSE_SECRET, key="uri")),
-    )
+    secret_env = _secret_env(conn_id)
     return models.V1Pod(
         metadata=models.V1ObjectMeta(
             labels={
