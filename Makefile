@@ -21,7 +21,7 @@ WITH_VENV := PATH="$(VENV_BIN):$$PATH" VIRTUAL_ENV="$(abspath $(VENV))"
 PIP := $(VENV_BIN)/python -m pip --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run airflow test test-kind clean distclean \
+.PHONY: help venv run airflow test test-kind bench clean distclean \
 	tools cluster image load chart-pull deploy dags-push ui trigger down up
 
 help: ## List the targets
@@ -56,6 +56,9 @@ test: venv ## Test suite without a cluster (PostgreSQL tests start their own thr
 test-kind: venv ## The kind integration suite: the platform on a fresh kind cluster (needs Docker, kind, internet)
 	scripts/install-tools.sh >/dev/null
 	$(WITH_VENV) $(WITH_TOOLS) AIRFLOW_CHART_PULL=1 $(VENV_BIN)/python -m pytest -m kind tests/kind $(ARGS)
+
+bench: venv ## Benchmarks (bench/): parse, process, load, laptop run, image; writes BENCHMARKS.md (QUICK=1: smaller)
+	$(WITH_VENV) $(VENV_BIN)/python bench/run.py $(if $(QUICK),--quick)
 
 clean: ## Remove the laptop state in .local/ (Airflow home, SQLite warehouse, staging); keeps the venv
 	rm -rf .local

@@ -210,6 +210,9 @@ def test_oci_labels(built):
 def test_package_and_its_dependencies_import(built):
     snippet = (
         "import json, importlib.metadata as md, category_pipeline, pyarrow, psycopg, pydantic, yaml\n"
+        # what the pipeline uses of pyarrow (the Dockerfile drops Flight and Substrait only)
+        "import pyarrow.compute, pyarrow.csv, pyarrow.dataset, pyarrow.parquet\n"
+        "from pyarrow.fs import S3FileSystem, LocalFileSystem\n"
         "print('RESULT ' + json.dumps({'location': category_pipeline.__file__, 'versions': {n: md.version(n)"
         " for n in ('category-pipeline', 'pyarrow', 'psycopg', 'psycopg-binary', 'pydantic', 'PyYAML')}}))"
     )

@@ -1,0 +1,58 @@
+"""`make bench`: run every benchmark, one after the other, and write BENCHMARKS.md.
+
+    python bench/run.py [--quick]     # --quick: smaller sizes, one repeat (a smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, RESULTS, machine, table  # noqa: E402
+
+# (result name, script, full arguments, quick arguments)
+BENCHMARKS = [
+    ("parse", "parse_bench.py", [], ["--sizes", "10", "100", "--repeat", "1"]),
+    ("process", "process_bench.py", [], ["--quick"]),
+    ("load", "load_bench.py", [], ["--rows", "200000"]),
+    ("laptop", "laptop_bench.py", [], ["--repeat", "1"]),
+    ("image", "image_bench.py", [], []),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    facts = machine()
+    sections, failed = [], []
+    for name, script, full, quick in BENCHMARKS:
+        started = time.monotonic()
+        print(f"==== {script}", flush=True)
+        result = subprocess.run([sys.executable, str(REPO / "bench" / script), *(quick if args.quick else full)])
+        print(f"==== {script}: {time.monotonic() - started:.0f} s, exit {result.returncode}", flush=True)
+        section = RESULTS / f"{name}.md"
+        if result.returncode or not section.is_file():
+            failed.append(script)
+            sections.append(f"## {script}\n\nFailed (exit {result.returncode}); see the output of `make bench`.\n")
+        else:
+            sections.append(section.read_text())
+            section.unlink()
+    header = (
+        "# Benchmarks\n\n"
+        f"Made by `make bench`{' (--quick: reduced sizes)' if args.quick else ''}. Every comparison runs side "
+        "by side in one run, so the ratios matter more than the absolute times (the machine is shared).\n\n"
+        + table(["", ""], [[k, v] for k, v in facts.items()])
+        + "\n"
+    )
+    (REPO / "BENCHMARKS.md").write_text(header + "\n" + "\n".join(sections))
+    print(f"wrote {REPO / 'BENCHMARKS.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
