@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 # Also a valid Kubernetes label value: starts with a letter, ends alphanumeric.
 SLUG = re.compile(r"^[a-z](?:[a-z0-9_]{0,38}[a-z0-9])?$")
 # Kubernetes resource quantities as users write them: "500m", "2", "0.5", "512Mi", "1G".
 CPU_QUANTITY = re.compile(r"^(\d+m|\d+(\.\d+)?)$")
 MEMORY_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+QUANTITIES = {"cpu": (CPU_QUANTITY, "'500m' or '2'"), "memory": (MEMORY_QUANTITY, "'512Mi' or '2Gi'")}
 SCHEDULE_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
 
 
@@ -38,19 +39,13 @@ class ComputeResources(_Strict):
         # YAML reads `cpu: 2` as an int; Kubernetes manifests write it that way too.
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
-    @field_validator("cpu")
+    @field_validator("cpu", "memory")
     @classmethod
-    def _cpu(cls, value: str) -> str:
-        if not CPU_QUANTITY.fullmatch(value):
-            raise ValueError(f"{value!r} is not a CPU quantity (e.g. '500m' or '2')")
-        return str(value)
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: str) -> str:
-        if not MEMORY_QUANTITY.fullmatch(value):
-            raise ValueError(f"{value!r} is not a memory quantity (e.g. '512Mi' or '2Gi')")
-        return str(value)
+    def _quantity(cls, value: str, info: ValidationInfo) -> str:
+        pattern, example = QUANTITIES[info.field_name]
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not a {info.field_name} quantity (e.g. {example})")
+        return value
 
 
 class PodResources(_Strict):

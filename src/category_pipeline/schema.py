@@ -22,18 +22,9 @@ CATALOG = pa.schema([("product_id", pa.string()), ("list_price", pa.float64())])
 
 QUARANTINE = RAW_ORDERS.append(pa.field("reason", pa.string()))
 
+# The raw columns, with the partition columns in front and the line amount behind.
 CLEAN_ORDERS = pa.schema(
-    [
-        ("category", pa.string()),
-        ("order_date", pa.date32()),
-        ("order_id", pa.string()),
-        ("ordered_at", pa.timestamp("us", tz="UTC")),
-        ("customer_id", pa.string()),
-        ("product_id", pa.string()),
-        ("quantity", pa.int32()),
-        ("unit_price", pa.float64()),
-        ("amount", pa.float64()),
-    ]
+    [("category", pa.string()), ("order_date", pa.date32()), *RAW_ORDERS, ("amount", pa.float64())]
 )
 
 PRODUCT_METRICS = pa.schema(
