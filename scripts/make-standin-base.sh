@@ -11,7 +11,8 @@
 # with empty dags/ and logs/; WORKDIR /opt/airflow; USER 50000; dumb-init + /entrypoint
 # (`bash`/`python` run as given, anything else is an `airflow` subcommand).
 # Differences: Debian bookworm's Python 3.11 (the official tag has 3.12), and only Airflow
-# with the providers this project uses, not the official image's long list of extras.
+# with the providers this project uses (plus numpy, from the official image's `pandas`
+# extra), not the official image's long list of extras.
 #
 # Two steps: a Debian bookworm minbase root filesystem with python3, venv, git, CA
 # certificates, dumb-init (mmdebstrap | docker import -> airflow-standin-rootfs:bookworm),
@@ -33,6 +34,9 @@ PROVIDERS=(
     apache-airflow-providers-standard==1.21.0
     apache-airflow-providers-postgres==7.1.1
 )
+# The official image also ships its extras' packages (AIRFLOW_EXTRAS of its Dockerfile);
+# numpy, of its `pandas` extra, is one the platform image uses from its base.
+OFFICIAL_EXTRAS_USED=(numpy)
 PIP_VERSION=26.1.2   # what the official 3.3.x Dockerfile installs (AIRFLOW_PIP_VERSION)
 PACKAGES=ca-certificates,python3,python3-venv,git,dumb-init,netbase,tzdata
 
@@ -175,7 +179,7 @@ RUN --mount=type=bind,target=/mnt \\
     python3 -m venv "\${VIRTUAL_ENV}"; \\
     pip install --quiet --no-cache-dir --disable-pip-version-check "pip==$PIP_VERSION"; \\
     pip install --quiet --no-cache-dir --disable-pip-version-check --no-compile --constraint /mnt/constraints.txt \\
-        "apache-airflow==$AIRFLOW_VERSION" ${PROVIDERS[*]}; \\
+        "apache-airflow==$AIRFLOW_VERSION" ${PROVIDERS[*]} ${OFFICIAL_EXTRAS_USED[*]}; \\
     cp /mnt/constraints.txt /home/airflow/constraints.txt; \\
     find /home/airflow/.local -type d -name __pycache__ -prune -exec rm -rf {} +; \\
     chmod -R g+rw /home/airflow/.local

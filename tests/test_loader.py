@@ -120,6 +120,36 @@ def test_null_empty_and_awkward_strings_round_trip(tmp_path, warehouse):
     assert loaded == dict(zip(batch.column("order_id").to_pylist(), customers))
 
 
+@pytest.mark.postgres
+def test_nulls_special_floats_and_extreme_timestamps_round_trip(tmp_path, postgres_warehouse):
+    """PostgreSQL gets a binary COPY (pg_copy.py): every type's NULL, NaN, infinities, -0.0,
+    timestamps before 1970 and far ahead must come back exactly. (Not SQLite: it stores NaN
+    as NULL.)"""
+    warehouse = postgres_warehouse
+    from datetime import timezone
+
+    utc = timezone.utc
+    stamps = [datetime(1, 1, 1, tzinfo=utc), datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=utc),
+              datetime(2000, 1, 1, tzinfo=utc), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=utc), None]
+    floats = [float("nan"), float("inf"), float("-inf"), -0.0, None]
+    quantities = [-(2**31), 2**31 - 1, 0, None, 7]
+    batch = next(_clean_batches("home", DAY, len(stamps)))
+    for name, values in (("ordered_at", stamps), ("unit_price", floats), ("amount", floats[::-1]),
+                         ("quantity", quantities), ("customer_id", [None, "x", None, "", None])):
+        index = batch.schema.get_field_index(name)
+        batch = batch.set_column(index, name, pa.array(values, batch.schema.field(name).type))
+    uri = _stage(tmp_path, "extremes", [batch])
+    load_partition(warehouse, {"orders": uri}, _partition())
+
+    def comparable(value):  # NaN != NaN, and -0.0 == 0.0: compare their representations
+        return repr(value) if isinstance(value, float) else value
+
+    loaded = sorted(_normalized(warehouse, "orders"), key=lambda row: row["order_id"])
+    staged = sorted(batch.to_pylist(), key=lambda row: row["order_id"])
+    assert [{k: comparable(v) for k, v in row.items()} for row in loaded] == \
+        [{k: comparable(v) for k, v in row.items()} for row in staged]
+
+
 def test_partition_given_as_date_object(tmp_path, warehouse):
     uri = _stage_orders(tmp_path, rows=100)
     result = load_partition(warehouse, {"orders": uri}, {"category": "home", "order_date": DAY})
