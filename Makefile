@@ -57,8 +57,12 @@ test-kind: venv ## The kind integration suite: the platform on a fresh kind clus
 	scripts/install-tools.sh >/dev/null
 	$(WITH_VENV) $(WITH_TOOLS) AIRFLOW_CHART_PULL=1 $(VENV_BIN)/python -m pytest -m kind tests/kind $(ARGS)
 
-bench: venv ## Benchmarks (bench/): parse, process, load, laptop run, image; writes BENCHMARKS.md (QUICK=1: smaller)
+bench: venv $(VENV)/.bench-installed ## Benchmarks (bench/): parse, process, load, laptop run, image; writes BENCHMARKS.md (QUICK=1: smaller)
 	$(WITH_VENV) $(VENV_BIN)/python bench/run.py $(if $(QUICK),--quick)
+
+$(VENV)/.bench-installed: bench/requirements.txt requirements.lock | $(STAMP)
+	$(PIP) install -q -r bench/requirements.txt -c requirements.lock
+	@touch $@
 
 clean: ## Remove the laptop state in .local/ (Airflow home, SQLite warehouse, staging); keeps the venv
 	rm -rf .local

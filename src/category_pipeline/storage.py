@@ -56,15 +56,18 @@ def write_dataset(uri: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]
 
 
 class DatasetWriter:
-    """Incremental form of ``write_dataset`` for steps that fill several outputs at once."""
+    """Incremental form of ``write_dataset`` for steps that fill several outputs at once.
+    ``options`` go to ``pyarrow.parquet.ParquetWriter`` (e.g. ``use_dictionary``: the
+    columns worth dictionary-encoding; trying it on unique values costs time for nothing)."""
 
-    def __init__(self, uri: str, schema: pa.Schema):
+    def __init__(self, uri: str, schema: pa.Schema, **options):
         self.filesystem, self.path = resolve(uri)
         self.filesystem.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
         self.temporary = f"{self.path}.{uuid.uuid4().hex}.tmp"
         self.schema = schema
         self.rows = 0
-        self._writer = pq.ParquetWriter(self.temporary, schema, filesystem=self.filesystem, compression="zstd")
+        options.setdefault("compression", "zstd")
+        self._writer = pq.ParquetWriter(self.temporary, schema, filesystem=self.filesystem, **options)
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
@@ -80,10 +83,39 @@ class DatasetWriter:
         _delete_quietly(self.filesystem, self.temporary)
 
 
-def read_batches(uri: str, batch_rows: int = BATCH_ROWS, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+def read_batches(
+    uri: str,
+    batch_rows: int = BATCH_ROWS,
+    columns: list[str] | None = None,
+    read_dictionary: list[str] | None = None,
+    use_threads: bool = True,
+) -> Iterator[pa.RecordBatch]:
+    """The dataset's record batches (at most ``batch_rows`` rows), a few row groups at a time.
+
+    One reader over all the row groups of a file keeps buffers of each group it has read
+    until it is done, so its memory grows with the file. Here each reader covers consecutive
+    row groups of about ``batch_rows`` rows in all (or one larger group), so memory stays
+    bounded however large the file, and small row groups still make full batches."""
     filesystem, path = resolve(uri)
     with filesystem.open_input_file(path) as handle:
-        yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns)
+        parquet = pq.ParquetFile(handle, read_dictionary=read_dictionary)
+        metadata = parquet.metadata
+        run: list[int] = []
+        rows = 0
+        for group in range(metadata.num_row_groups):
+            run.append(group)
+            rows += metadata.row_group(group).num_rows
+            if rows >= batch_rows or group == metadata.num_row_groups - 1:
+                yield from parquet.iter_batches(
+                    batch_size=batch_rows, row_groups=run, columns=columns, use_threads=use_threads
+                )
+                run, rows = [], 0
+
+
+def read_metadata(uri: str) -> pq.FileMetaData:
+    filesystem, path = resolve(uri)
+    with filesystem.open_input_file(path) as handle:
+        return pq.ParquetFile(handle).metadata
 
 
 def read_schema(uri: str) -> pa.Schema:
