@@ -208,13 +208,15 @@ def test_oci_labels(built):
 
 
 def test_package_and_its_dependencies_import(built):
+    names = ["category-pipeline", *_pins()]
     snippet = (
-        "import json, importlib.metadata as md, category_pipeline, pyarrow, psycopg, pydantic, yaml\n"
-        # what the pipeline uses of pyarrow (the Dockerfile drops Flight and Substrait only)
+        "import json, importlib.metadata as md, category_pipeline, numpy, pyarrow, psycopg, pydantic, yaml\n"
+        # what the pipeline uses of pyarrow (the Dockerfile drops Arrow Flight only)
         "import pyarrow.compute, pyarrow.csv, pyarrow.dataset, pyarrow.parquet\n"
         "from pyarrow.fs import S3FileSystem, LocalFileSystem\n"
+        "import category_pipeline.loader, category_pipeline.process\n"
         "print('RESULT ' + json.dumps({'location': category_pipeline.__file__, 'versions': {n: md.version(n)"
-        " for n in ('category-pipeline', 'pyarrow', 'psycopg', 'psycopg-binary', 'pydantic', 'PyYAML')}}))"
+        f" for n in {names!r}}}}}))"
     )
     result = _result(_run(built["image"], "-c", snippet))
     assert result["location"].startswith("/home/airflow/.local/lib/"), result["location"]
