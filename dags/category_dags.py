@@ -8,12 +8,15 @@ from pathlib import Path
 
 # Airflow's DAG processor imports the airflow.* modules a DAG file names once, in its
 # long-lived parent process (parsing_pre_import_modules), instead of in every parse. Name
-# the heavy ones the factory uses: the task SDK, the standard operators, and the Kubernetes
-# provider whose models make the pod overrides (pod_generator also serializes them).
+# the heavy ones the factory uses: the task SDK and its TaskFlow decorators, the standard
+# operators, and the Kubernetes provider whose models make the pod overrides (pod_generator
+# also serializes them).
 import airflow.providers.cncf.kubernetes.pod_generator  # noqa: F401
 import airflow.providers.cncf.kubernetes.secret  # noqa: F401
+import airflow.providers.standard.decorators.python  # noqa: F401
 import airflow.providers.standard.operators.empty  # noqa: F401
 import airflow.sdk  # noqa: F401
+import airflow.sdk.definitions.decorators  # noqa: F401
 from custom_load_operator import CustomLoadOperator
 
 from category_pipeline.config import categories_file, load_categories
