@@ -55,8 +55,11 @@ if command -v flock >/dev/null; then
     exec 9>"${TMPDIR:-/tmp}/make-standin-base.lock"
     flock 9
 fi
-if [ $force -eq 0 ] && "$docker" image inspect "$IMAGE" >/dev/null 2>&1; then
-    log "$IMAGE exists; nothing to do (--force rebuilds it)"
+# What the stand-in is made from: a change to this script or to the pins rebuilds it.
+inputs=$(cat "$0" requirements.lock 2>/dev/null | sha256sum | cut -c1-16)
+built_from=$("$docker" image inspect --format '{{ index .Config.Labels "org.airflow-platform.standin-inputs" }}' "$IMAGE" 2>/dev/null || true)
+if [ $force -eq 0 ] && [ "$built_from" = "$inputs" ]; then
+    log "$IMAGE exists, built from these inputs; nothing to do (--force rebuilds it)"
     exit 0
 fi
 start=$SECONDS
@@ -193,7 +196,8 @@ LABEL org.opencontainers.image.title="airflow-standin" \\
       org.opencontainers.image.description="Stand-in for apache/airflow:$AIRFLOW_VERSION (same layout, Debian's Python 3.11), built offline" \\
       org.opencontainers.image.version="$AIRFLOW_VERSION" \\
       org.apache.airflow.version="$AIRFLOW_VERSION" \\
-      org.apache.airflow.uid="50000"
+      org.apache.airflow.uid="50000" \\
+      org.airflow-platform.standin-inputs="$inputs"
 ENTRYPOINT ["/usr/bin/dumb-init", "--", "/entrypoint"]
 CMD []
 EOF
