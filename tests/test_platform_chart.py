@@ -317,27 +317,18 @@ def _assert_uri(uri: str, *, user: str, password: str, host: str, database: str)
     assert uri == f"postgresql://{user}:{password}@{host}:5432/{database}"
 
 
-def test_warehouse_connection_points_at_the_warehouse(secrets):
-    data = secrets["warehouse-connection"]
+@pytest.mark.parametrize(
+    "secret,key,user,host,database",
+    [
+        ("warehouse-connection", "uri", "warehouse", "platform-warehouse", "warehouse"),
+        ("airflow-metadata-connection", "connection", "airflow", "platform-metadata-db", "airflow"),
+    ],
+)
+def test_connection_points_at_its_database(secrets, secret, key, user, host, database):
+    data = secrets[secret]
     assert re.fullmatch(r"[A-Za-z0-9]{32}", data["password"])
     _assert_uri(
-        data["uri"],
-        user="warehouse",
-        password=data["password"],
-        host="platform-warehouse.airflow.svc.cluster.local",
-        database="warehouse",
-    )
-
-
-def test_metadata_connection_points_at_the_metadata_db(secrets):
-    data = secrets["airflow-metadata-connection"]
-    assert re.fullmatch(r"[A-Za-z0-9]{32}", data["password"])
-    _assert_uri(
-        data["connection"],
-        user="airflow",
-        password=data["password"],
-        host="platform-metadata-db.airflow.svc.cluster.local",
-        database="airflow",
+        data[key], user=user, password=data["password"], host=f"{host}.airflow.svc.cluster.local", database=database
     )
 
 

@@ -75,11 +75,6 @@ def _first_reason(found: list[pa.Array]) -> pa.Array:
     return pc.case_when(pc.make_struct(*found, field_names=names), *[pa.scalar(reason) for reason in REASONS])
 
 
-def classify(batch: pa.RecordBatch, known_products: pa.Array, day: date) -> pa.Array:
-    """The quarantine reason of every row, or null for a good row."""
-    return _first_reason(checks(batch, known_products, day))
-
-
 def validate(
     raw_uri: str, catalog_uri: str, category: str, day: date, clean_uri: str, quarantine_uri: str
 ) -> dict:
