@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 SCRIPT = Path(__file__).resolve().parent.parent / "charts" / "airflow-platform" / "files" / "git_http_server.py"
 USER = "airflow"
 TIMEOUT = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -37,7 +32,7 @@ class Server:
         self.root = root
         self.log = log
         self.password = password
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 

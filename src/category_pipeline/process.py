@@ -10,6 +10,7 @@ batch (the Parquet writer releases the GIL), with at most a few batches in fligh
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,10 +65,12 @@ def _outside_day(ordered_at: pa.Array, day: date) -> pa.Array:
 
 
 def _any(arrays: list[pa.Array]) -> pa.Array:
-    result = arrays[0]
-    for array in arrays[1:]:
-        result = pc.or_(result, array)
-    return result
+    return functools.reduce(pc.or_, arrays)
+
+
+def _line_amount(batch: pa.RecordBatch) -> pa.Array:
+    """quantity x unit_price, rounded to cents: the amount of each order line."""
+    return pc.round(pc.multiply(pc.cast(batch.column("quantity"), pa.float64()), batch.column("unit_price")), 2)
 
 
 def _first_reason(found: list[pa.Array]) -> pa.Array:
@@ -154,7 +157,7 @@ def _product_ids(catalog_uri: str) -> pa.Array:
 
 def _enrich(good: pa.RecordBatch, category: str, day: date) -> pa.RecordBatch:
     n = good.num_rows
-    amount = pc.round(pc.multiply(pc.cast(good.column("quantity"), pa.float64()), good.column("unit_price")), 2)
+    amount = _line_amount(good)
     columns = {
         "category": pa.repeat(pa.scalar(category), n),
         "order_date": pa.repeat(pa.scalar(day, pa.date32()), n),
@@ -265,8 +268,7 @@ def daily_totals(raw_uri: str, catalog_uri: str, category: str, day: date) -> di
         quarantined += batch.num_rows - kept.num_rows
         orders += kept.num_rows
         units += pc.sum(kept.column("quantity")).as_py() or 0
-        amount = pc.multiply(pc.cast(kept.column("quantity"), pa.float64()), kept.column("unit_price"))
-        revenue += pc.sum(pc.round(amount, 2)).as_py() or 0.0
+        revenue += pc.sum(_line_amount(kept)).as_py() or 0.0
     return {
         "order_date": day,
         "category": category,

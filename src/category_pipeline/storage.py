@@ -39,20 +39,15 @@ def resolve(uri: str) -> tuple[fs.FileSystem, str]:
 
 def write_dataset(uri: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
     """Stream batches into a Parquet file at ``uri``; returns the number of rows."""
-    filesystem, path = resolve(uri)
-    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-    rows = 0
+    writer = DatasetWriter(uri, schema)
     try:
-        with pq.ParquetWriter(temporary, schema, filesystem=filesystem, compression="zstd") as writer:
-            for batch in batches:
-                writer.write_batch(batch)
-                rows += batch.num_rows
-        filesystem.move(temporary, path)
+        for batch in batches:
+            writer.write(batch)
+        writer.commit()
     except BaseException:
-        _delete_quietly(filesystem, temporary)
+        writer.abort()
         raise
-    return rows
+    return writer.rows
 
 
 class DatasetWriter:

@@ -11,11 +11,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 
 class PostgresUnavailable(RuntimeError):
@@ -32,18 +33,12 @@ def _bin_dir() -> Path:
     raise PostgresUnavailable("no PostgreSQL server binaries (pg_ctl) found; install Debian's 'postgresql'")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class TemporaryPostgres:
     def __init__(self) -> None:
         self.bin = _bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="pg-test-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         # PostgreSQL refuses to run as root: run it as the 'postgres' user then.
         self.run_as = "postgres" if os.geteuid() == 0 else None
         self.user = self.run_as or pwd.getpwuid(os.geteuid()).pw_name
