@@ -8,7 +8,6 @@ warm (the same command again). Each run uses its own state folder, not the user'
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -24,12 +23,9 @@ DATE = "2026-11-25"
 
 
 def state_env(state: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(state / "airflow"),
-        "AIRFLOW_CONN_WAREHOUSE_DEFAULT": json.dumps({"conn_type": "sqlite", "host": str(state / "warehouse.db")}),
-        "PIPELINE_STAGING_URI": str(state / "staging"),
-    }
+    from category_pipeline.local_run import laptop_env
+
+    return {**os.environ, **laptop_env(REPO, state)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,6 @@ before any test module imports Airflow."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,22 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from category_pipeline.local_run import laptop_env
+
 REPO = Path(__file__).resolve().parent.parent
 DAGS = REPO / "dags"
 PLUGINS = REPO / "plugins"
 
 _HOME = Path(tempfile.mkdtemp(prefix="airflow-test-home-"))
-os.environ.update(
-    {
-        "AIRFLOW_HOME": str(_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "PIPELINE_STAGING_URI": str(_HOME / "staging"),
-        "AIRFLOW_CONN_WAREHOUSE_DEFAULT": json.dumps({"conn_type": "sqlite", "host": str(_HOME / "warehouse.db")}),
-    }
-)
+# The laptop mode's settings (the same DAGs, plugins, SQLite warehouse), with the state in _HOME.
+os.environ.update({**laptop_env(REPO, _HOME), "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
 os.environ.pop("PIPELINE_CATEGORIES_FILE", None)
 # The operator lives in plugins/ (Airflow puts that folder on sys.path; so do the tests).
 sys.path.insert(0, str(PLUGINS))

@@ -19,8 +19,9 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 
-def laptop_env(repo: Path) -> dict[str, str]:
-    local = repo / ".local"
+def laptop_env(repo: Path, state: Path | None = None) -> dict[str, str]:
+    """Airflow's embedded defaults on this checkout; all state under ``state`` (.local/)."""
+    local = state or repo / ".local"
     return {
         "AIRFLOW_HOME": str(local / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
