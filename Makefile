@@ -22,7 +22,7 @@ PIP := $(VENV_BIN)/python -m pip --disable-pip-version-check
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run airflow test test-kind bench clean distclean \
-	tools cluster image load chart-pull deploy dags-push ui trigger down up
+	tools helm-tools cluster image load chart-pull deploy dags-push ui trigger down up
 
 help: ## List the targets
 	@echo "Usage: make TARGET [DATE=YYYY-MM-DD] [PYTHON=python3.11] [VENV=.venv] [ARGS=...]"
@@ -53,8 +53,11 @@ airflow: venv ## Airflow standalone on the laptop state in .local/ (UI on http:/
 test: venv ## Test suite without a cluster (PostgreSQL tests start their own throwaway server)
 	$(WITH_VENV) $(VENV_BIN)/python -m pytest -m "not kind" $(ARGS)
 
-test-kind: venv ## The kind integration suite: the platform on a fresh kind cluster (needs Docker, kind, internet)
-	scripts/install-tools.sh >/dev/null
+# Stops with a one-line reason and a non-zero exit where it cannot run (no Docker engine, no
+# internet); it installs helm, kubectl and kind itself. REUSE_CLUSTER=1 reuses a cluster kept
+# by an earlier KEEP_CLUSTER=1 run; otherwise the suite's cluster is always new.
+test-kind: venv ## The kind integration suite: the platform on a fresh kind cluster (needs Docker and internet)
+	@$(VENV_BIN)/python -m tests.kind.preflight
 	$(WITH_VENV) $(WITH_TOOLS) AIRFLOW_CHART_PULL=1 $(VENV_BIN)/python -m pytest -m kind tests/kind $(ARGS)
 
 bench: venv $(VENV)/.bench-installed ## Benchmarks (bench/): parse, process, load, laptop run, image; writes BENCHMARKS.md (QUICK=1: smaller)
@@ -72,12 +75,17 @@ distclean: clean ## clean, and remove the venv too
 
 # --- Kubernetes: the platform on a cluster (kind for development) --------------------------
 KIND_CLUSTER ?= airflow-platform
+# Every piece follows it: both releases, dags-push, ui, trigger (nothing names a namespace).
 NAMESPACE ?= airflow
+# Values profile: "" (the defaults, for a real cluster) or kind (values-kind.yaml over values.yaml
+# and charts/airflow-platform/values-kind.yaml: small requests for a 2-CPU Docker VM).
+PROFILE ?=
 IMAGE_REPO ?= airflow-platform
 IMAGE_TAG ?= 0.1.0
 IMAGE := $(IMAGE_REPO):$(IMAGE_TAG)
-# The official Apache Airflow chart, pinned (tests/support/helm.py uses the same version).
-AIRFLOW_CHART_VERSION ?= 1.20.0
+# The official Apache Airflow chart, pinned: the one version `make deploy` installs and the
+# tests render (tests/support/helm.py reads it from here).
+AIRFLOW_CHART_VERSION ?= 1.22.0
 AIRFLOW_CHART_REPO ?= https://airflow.apache.org
 AIRFLOW_CHART_DIR ?= $(CURDIR)/.tools/charts/airflow-$(AIRFLOW_CHART_VERSION)/airflow
 TOOLS_BIN := $(CURDIR)/.tools/bin
@@ -85,9 +93,15 @@ WITH_TOOLS := PATH="$(TOOLS_BIN):$$PATH"
 HELM := $(WITH_TOOLS) helm
 KUBECTL := $(WITH_TOOLS) kubectl -n $(NAMESPACE)
 CATEGORY ?= electronics
+PROFILE_VALUES := $(if $(PROFILE),-f values-$(PROFILE).yaml)
+PLATFORM_PROFILE_VALUES := $(if $(PROFILE),-f charts/airflow-platform/values-$(PROFILE).yaml)
+PLATFORM_API := $(WITH_TOOLS) NAMESPACE=$(NAMESPACE) python3 scripts/platform_api.py
 
-tools: ## Put helm, kubectl and kind into .tools/bin where they are not on PATH
+tools: ## Put helm, kubectl and kind for this OS/arch into .tools/bin where they are not on PATH
 	scripts/install-tools.sh --with-kind
+
+helm-tools:
+	@scripts/install-tools.sh >/dev/null
 
 cluster: tools ## Create the kind cluster KIND_CLUSTER from kind-config.yaml (no-op if it exists)
 	@$(WITH_TOOLS) kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' \
@@ -99,35 +113,42 @@ image: ## Build the platform image IMAGE_REPO:IMAGE_TAG from images/Dockerfile
 load: ## Load the platform image into the kind cluster
 	$(WITH_TOOLS) kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
 
-chart-pull: tools ## Download the official Airflow chart AIRFLOW_CHART_VERSION into .tools/charts
+chart-pull: helm-tools ## Download the official Airflow chart AIRFLOW_CHART_VERSION into .tools/charts
 	@test -f $(AIRFLOW_CHART_DIR)/Chart.yaml || { mkdir -p $(dir $(AIRFLOW_CHART_DIR)) && \
 		$(HELM) pull airflow --repo $(AIRFLOW_CHART_REPO) --version $(AIRFLOW_CHART_VERSION) \
 			--untar --untardir $(dir $(AIRFLOW_CHART_DIR)); }
 	@echo "official chart: $(AIRFLOW_CHART_DIR)"
 
-deploy: chart-pull ## Install/upgrade charts/airflow-platform, seed the git server, then the official chart with values.yaml
+# The platform release is installed without --wait: its claims (pipeline-staging,
+# airflow-logs) are mounted only by pods of the other release, and under a
+# WaitForFirstConsumer StorageClass (kind's, most clouds') they stay Pending until then,
+# which helm's wait counts as not ready. Its workloads are waited for by name instead.
+deploy: chart-pull ## Install/upgrade charts/airflow-platform, seed the git server, then the official chart with values.yaml (PROFILE=kind: small requests)
+	@test -z "$(PROFILE)" || test -f values-$(PROFILE).yaml || { echo "error: PROFILE=$(PROFILE): no values-$(PROFILE).yaml" >&2; exit 1; }
 	$(HELM) upgrade --install platform charts/airflow-platform --namespace $(NAMESPACE) --create-namespace \
-		--set gitServer.image.repository=$(IMAGE_REPO),gitServer.image.tag=$(IMAGE_TAG) --wait --timeout 10m
+		$(PLATFORM_PROFILE_VALUES) --set gitServer.image.repository=$(IMAGE_REPO),gitServer.image.tag=$(IMAGE_TAG)
+	for workload in $$($(KUBECTL) get statefulsets,deployments -l app.kubernetes.io/instance=platform -o name); do \
+		$(KUBECTL) rollout status "$$workload" --timeout 10m || exit 1; done
 	@# git-sync starts from the repository: give the in-cluster one its first DAGs.
 	NAMESPACE=$(NAMESPACE) $(WITH_TOOLS) scripts/dags-push.sh --if-empty
-	$(HELM) upgrade --install airflow $(AIRFLOW_CHART_DIR) --namespace $(NAMESPACE) -f values.yaml \
+	$(HELM) upgrade --install airflow $(AIRFLOW_CHART_DIR) --namespace $(NAMESPACE) -f values.yaml $(PROFILE_VALUES) \
 		--set images.airflow.repository=$(IMAGE_REPO),images.airflow.tag=$(IMAGE_TAG) --wait --timeout 15m
 
 dags-push: ## Push dags/ (and categories.yaml) to the in-cluster git server; git-sync picks it up
 	NAMESPACE=$(NAMESPACE) $(WITH_TOOLS) scripts/dags-push.sh
 
 ui: ## Port-forward the Airflow UI/API server to http://localhost:8080 and print the login
-	@echo "Airflow UI: http://localhost:8080  user: admin  password: $$($(KUBECTL) get secret airflow-admin-credentials -o jsonpath='{.data.password}' | base64 -d)"
+	@echo "Airflow UI: http://localhost:8080  user: admin  password: $$($(PLATFORM_API) password)"
 	$(KUBECTL) port-forward svc/airflow-api-server 8080:8080
 
 trigger: ## Trigger category_$(CATEGORY) through the REST API and wait for it (CATEGORY=..., DATE=...)
-	$(WITH_TOOLS) python3 scripts/platform_api.py trigger $(CATEGORY) $(if $(DATE),--date $(DATE)) --wait
+	$(PLATFORM_API) trigger $(CATEGORY) $(if $(DATE),--date $(DATE)) --wait
 
 down: ## Delete the kind cluster
 	$(WITH_TOOLS) kind delete cluster --name $(KIND_CLUSTER)
 
-up: ## Everything: cluster, image, load, deploy (then `make ui`, `make trigger`)
+up: ## Everything on kind, PROFILE=kind: cluster, image, load, deploy (then `make ui`, `make trigger`)
 	$(MAKE) cluster
 	$(MAKE) image
 	$(MAKE) load
-	$(MAKE) deploy
+	$(MAKE) deploy PROFILE=$(or $(PROFILE),kind)

@@ -4,7 +4,8 @@
     python scripts/platform_api.py trigger CATEGORY [--date YYYY-MM-DD] [--wait]
     python scripts/platform_api.py password        # the UI admin password
 
-Used by `make trigger` and by the kind test suite. Standard library only, so it runs
+The namespace is $NAMESPACE (`make` passes its NAMESPACE), default "airflow", or --namespace.
+Used by `make trigger`, `make ui` and the kind test suite. Standard library only, so it runs
 before any virtualenv exists; kubectl must be on PATH.
 """
 
@@ -14,29 +15,38 @@ import argparse
 import base64
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 
-NAMESPACE = "airflow"
+DEFAULT_NAMESPACE = "airflow"
 API_SERVICE = "svc/airflow-api-server"
 API_PORT = 8080
 ADMIN_SECRET = "airflow-admin-credentials"
 ADMIN_USER = "admin"
 
 
-def kubectl(*args: str, namespace: str = NAMESPACE, check: bool = True) -> str:
+def current_namespace() -> str:
+    """The platform's namespace: $NAMESPACE, as `make` passes it, else "airflow"."""
+    return os.environ.get("NAMESPACE") or DEFAULT_NAMESPACE
+
+
+def kubectl(*args: str, namespace: str | None = None, check: bool = True) -> str:
+    namespace = namespace or current_namespace()
     result = subprocess.run(["kubectl", "-n", namespace, *args], capture_output=True, text=True, timeout=120)
     if check and result.returncode:
         raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout
 
 
-def secret_value(name: str, key: str, namespace: str = NAMESPACE) -> str:
+def secret_value(name: str, key: str, namespace: str | None = None) -> str:
     encoded = kubectl("get", "secret", name, "-o", f"jsonpath={{.data.{key}}}", namespace=namespace)
     return base64.b64decode(encoded).decode()
 
@@ -48,11 +58,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def port_forward(target: str, remote_port: int, namespace: str = NAMESPACE) -> Iterator[int]:
+def port_forward(target: str, remote_port: int, namespace: str | None = None) -> Iterator[int]:
     """Forward a free local port to ``target``; yields the local port."""
     local = _free_port()
     process = subprocess.Popen(
-        ["kubectl", "-n", namespace, "port-forward", target, f"{local}:{remote_port}"],
+        ["kubectl", "-n", namespace or current_namespace(), "port-forward", target, f"{local}:{remote_port}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -103,30 +113,58 @@ class AirflowApi:
                 return False
             raise
 
+    def wait_for_dag(self, dag_id: str, timeout: float = 300) -> None:
+        """Wait until the DAG processor has parsed ``dag_id`` (a new deploy or push needs a
+        git-sync period plus a parse): unpausing or triggering it before then is a 404."""
+        deadline = time.monotonic() + timeout
+        while not self.dag_exists(dag_id):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{dag_id} is not in the Airflow API after {timeout:.0f} s: the DAG processor has not parsed it "
+                    "(see the import errors in the UI, or kubectl logs deploy/airflow-dag-processor -c dag-processor)"
+                )
+            time.sleep(3)
+
     def unpause(self, dag_id: str) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
-    def trigger(self, dag_id: str, logical_date: str) -> str:
+    def trigger(self, dag_id: str, logical_date: str, run_id: str | None = None) -> str:
+        """Trigger one run for ``logical_date`` under a run id of our own (a valid pod label
+        value, so its task pods can be found by it), after the DAG is parsed and unpaused.
+
+        Unpausing also lets the scheduler start the DAG's latest scheduled run: whatever
+        follows this run must select by the returned run id, never by DAG id alone."""
+        self.wait_for_dag(dag_id)
         self.unpause(dag_id)
-        run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": f"{logical_date}T00:00:00Z"})
+        run_id = run_id or f"manual-{logical_date}-{uuid.uuid4().hex[:8]}"
+        run = self._request(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns",
+            {"dag_run_id": run_id, "logical_date": f"{logical_date}T00:00:00Z"},
+        )
         return run["dag_run_id"]
 
     def wait(self, dag_id: str, run_id: str, timeout: float = 900) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            state = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{self.quote(run_id)}")["state"]
             if state in ("success", "failed"):
                 return state
             time.sleep(5)
         raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
 
+    @staticmethod
+    def quote(run_id: str) -> str:
+        return urllib.parse.quote(run_id, safe="")
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
-        entry = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        entry = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{self.quote(run_id)}/taskInstances/{task_id}/xcomEntries/{key}")
         value = entry["value"]
         return json.loads(value) if isinstance(value, str) else value
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
-        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}", raw=True)
+        return self.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{self.quote(run_id)}/taskInstances/{task_id}/logs/{try_number}", raw=True
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     trigger.add_argument("--date", default=time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400)))
     trigger.add_argument("--wait", action="store_true", help="wait for the run to finish")
     sub.add_parser("password", help="print the UI admin password")
+    parser.add_argument("--namespace", help=f"the platform's namespace (default: $NAMESPACE or {DEFAULT_NAMESPACE})")
     args = parser.parse_args(argv)
+    if args.namespace:
+        os.environ["NAMESPACE"] = args.namespace
 
     password = secret_value(ADMIN_SECRET, "password")
     if args.command == "password":

@@ -85,3 +85,21 @@ def sqlite_warehouse(tmp_path):
 def warehouse(request):
     """Each loader test runs against both warehouses users have: SQLite and PostgreSQL."""
     return request.getfixturevalue(f"{request.param}_warehouse")
+
+
+# -- numbers worth seeing in every run (requests of a render, image sizes) ------------------
+
+_REPORTS: list[str] = []
+
+
+@pytest.fixture
+def report():
+    """``report("line")``: shown in the terminal summary of every run (not only with -s)."""
+    return _REPORTS.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REPORTS:
+        terminalreporter.section("measured by the tests")
+        for line in _REPORTS:
+            terminalreporter.write_line(line)

@@ -95,6 +95,12 @@ def _write_categories(tmp_path: Path, entries: list, defaults: dict | None = Non
     return path
 
 
+def _raised(import_error: str, exception: str) -> str:
+    """The message of ``exception`` at the end of the traceback Airflow stores as an import error."""
+    assert f"{exception}: " in import_error, import_error
+    return import_error.rsplit(f"{exception}: ", 1)[1].removesuffix("\n")
+
+
 def test_bad_category_entry_is_an_import_error_naming_entry_and_field_others_still_load(tmp_path, monkeypatch):
     path = _write_categories(
         tmp_path,
@@ -103,19 +109,43 @@ def test_bad_category_entry_is_an_import_error_naming_entry_and_field_others_sti
             {"name": "Toys & Games"},
             {"name": "books", "retries": -1},
             {"name": "sports", "resources": {"load": {"limits": {"cpu": "lots", "memory": "1Gi"}}}},
+            {"name": "toys", "source": {"rows_per_day": -1}},
+            "oops",
+            {"name": "garden", "retries": 3},
         ],
     )
     monkeypatch.setenv("PIPELINE_CATEGORIES_FILE", str(path))
     bag = DagBag(dag_folder=DAGS, safe_mode=True)
 
     assert set(bag.dag_ids) == {"category_garden", "advanced_data_pipeline"}
+    assert bag.dags["category_garden"].default_args["retries"] != 3, "the first garden entry keeps its DAG"
     (error_file,) = bag.import_errors
     assert Path(error_file).name == "category_config_check.py"
-    message = bag.import_errors[error_file]
-    assert "3 invalid entries" in message
-    assert "categories[1] (Toys & Games): field 'name'" in message
-    assert "categories[2] (books): field 'retries'" in message
-    assert "categories[3] (sports): field 'resources.load.limits.cpu'" in message
+    # Every bad entry on a line of its own, complete: where it is and what is wrong with it.
+    assert _raised(bag.import_errors[error_file], "InvalidCategoryEntries") == (
+        "6 invalid entries in categories.yaml "
+        "(their DAGs are not generated; the other categories are unaffected):\n"
+        "  - categories[1] (Toys & Games): field 'name': 'Toys & Games' is not a slug: lower-case letters, digits "
+        "and '_', starting with a letter, not ending in '_', at most 40 characters\n"
+        "  - categories[2] (books): field 'retries': Input should be greater than or equal to 0\n"
+        "  - categories[3] (sports): field 'resources.load.limits.cpu': 'lots' is not a cpu quantity (e.g. '500m' or '2')\n"
+        "  - categories[4] (toys): field 'source.rows_per_day': Input should be greater than or equal to 0\n"
+        "  - categories[5] ('oops'): entry must be a mapping\n"
+        "  - categories[6] (garden): field 'name': duplicate of categories[0]"
+    )
+
+
+def test_one_bad_entry_is_reported_in_the_singular(tmp_path, monkeypatch):
+    path = _write_categories(tmp_path, [{"name": "garden"}, {"name": "toys", "schedule": "daily"}])
+    monkeypatch.setenv("PIPELINE_CATEGORIES_FILE", str(path))
+    bag = DagBag(dag_folder=DAGS, safe_mode=True)
+
+    (error_file,) = bag.import_errors
+    assert _raised(bag.import_errors[error_file], "InvalidCategoryEntries") == (
+        "1 invalid entry in categories.yaml (their DAGs are not generated; the other categories are unaffected):\n"
+        "  - categories[1] (toys): field 'schedule': 'daily' is neither a cron expression nor one of "
+        "['@continuous', '@daily', '@hourly', '@monthly', '@once', '@weekly', '@yearly']"
+    )
 
 
 def test_unreadable_category_file_is_reported(tmp_path, monkeypatch):
@@ -124,4 +154,10 @@ def test_unreadable_category_file_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPELINE_CATEGORIES_FILE", str(path))
     bag = DagBag(dag_folder=DAGS, safe_mode=True)
     assert {Path(p).name for p in bag.import_errors} >= {"category_config_check.py"}
-    assert all("not valid YAML" in message for message in bag.import_errors.values())
+    # The parser's own explanation (its wording differs between libyaml and pure Python).
+    with pytest.raises(yaml.YAMLError) as parser_error:
+        yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    assert "line 2" in str(parser_error.value)
+    expected = f"{path}: not valid YAML: {parser_error.value}"
+    for message in bag.import_errors.values():
+        assert _raised(message, "CategoryFileError") == expected

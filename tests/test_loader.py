@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import date, datetime, timedelta
 
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from category_pipeline import synthetic
+from category_pipeline import loader, synthetic
 from category_pipeline.loader import LoadError, load_partition
 from category_pipeline.schema import CLEAN_ORDERS, DAILY_SUMMARY, PRODUCT_METRICS, WAREHOUSE_TABLES
 from category_pipeline.storage import BATCH_ROWS, read_batches, write_dataset
@@ -385,6 +386,77 @@ def test_load_killed_mid_copy_leaves_table_as_before(tmp_path, postgres_warehous
     again = _stage_orders(tmp_path, "home", DAY, 1_000, 2.0)
     result = load_partition(warehouse, {"orders": again}, _partition())
     assert result == {"orders": {"loaded": 1_000, "replaced": home_before}}
+
+
+# --- concurrency -----------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_concurrent_loads_of_one_partition_queue_up(tmp_path, postgres_warehouse, monkeypatch):
+    """Two concurrent loads of one partition (two threads, two connections, real PostgreSQL,
+    real loader) run one after the other: both succeed and the partition ends up holding
+    exactly the second load's rows, never a mix of the two. Guards ``_lock_partition``.
+
+    The wrap of ``_copy_postgres`` only controls timing: the first load pauses inside its
+    transaction, after its COPY, until the second load is seen blocked on a lock (or has
+    ended), so the two transactions surely overlap where they would conflict."""
+    warehouse = postgres_warehouse
+    _warehouse_with_history(tmp_path, warehouse)  # tables exist; 1,500 older rows in the partition
+    first_uri = _stage_orders(tmp_path, "home", DAY, 3_000, 1.0, name="first")
+    # Order ids overlap the first load's (same generator), amounts differ: a mix would show.
+    second_uri = _stage_orders(tmp_path, "home", DAY, 1_000, 2.0, name="second")
+
+    first_copied, release_first = threading.Event(), threading.Event()
+    real_copy = loader._copy_postgres
+
+    def copy_then_pause_in_first_load(connection, table, batches):
+        rows = real_copy(connection, table, batches)
+        if threading.current_thread().name == "first-load":
+            first_copied.set()
+            release_first.wait(timeout=60)
+        return rows
+
+    monkeypatch.setattr(loader, "_copy_postgres", copy_then_pause_in_first_load)
+
+    results, errors = {}, {}
+
+    def run(name, uri):
+        try:
+            results[name] = load_partition(warehouse, {"orders": uri}, _partition())
+        except BaseException as exc:  # reported by the asserts below
+            errors[name] = exc
+
+    first = threading.Thread(target=run, args=("first", first_uri), name="first-load", daemon=True)
+    second = threading.Thread(target=run, args=("second", second_uri), name="second-load", daemon=True)
+    started = time.monotonic()
+    try:
+        first.start()
+        assert first_copied.wait(timeout=30), f"the first load never reached its COPY: {errors}"
+        second.start()
+        # Wait until the second load's backend is blocked on a lock held by the paused first
+        # load (or the second load has ended, which it must not do while the first is paused).
+        with psycopg.connect(warehouse.target, autocommit=True) as monitor:
+            while second.is_alive() and time.monotonic() - started < 30:
+                waiting = monitor.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if waiting:
+                    break
+                time.sleep(0.01)
+        second_ended_while_first_paused = not second.is_alive()
+    finally:
+        release_first.set()
+        first.join(timeout=60)
+        second.join(timeout=60)
+    assert not first.is_alive() and not second.is_alive(), "a load did not finish"
+
+    assert errors == {}
+    assert not second_ended_while_first_paused, "the second load did not wait for the first"
+    assert results["first"] == {"orders": {"loaded": 3_000, "replaced": 1_500}}
+    assert results["second"] == {"orders": {"loaded": 1_000, "replaced": 3_000}}
+    home = [row for row in _normalized(warehouse, "orders") if row["category"] == "home"]
+    assert home == _staged_rows(second_uri, "orders")
 
 
 # --- refused loads ---------------------------------------------------------------------

@@ -17,7 +17,6 @@ import yaml
 from category_pipeline.config import load_categories
 from tests.conftest import DAGS
 from tests.support import pod_template
-from tests.support.helm import Unavailable
 from tests.support.kube import KUBERNETES_VERSION
 
 CATEGORIES = load_categories(DAGS / "categories.yaml").categories
@@ -27,21 +26,13 @@ LOGICAL_DATE = "2026-11-25"
 STEP_OF_TASK = {"process.validate": "process", "process.compute_metrics": "process", "load": "load"}
 
 
-def _template(source: str) -> dict:
-    if source == "chart":
-        try:
-            return pod_template.from_chart()
-        except Unavailable as exc:
-            pytest.skip(str(exc))
-    return pod_template.from_values()
-
-
-@pytest.fixture(scope="module", params=["values", "chart"])
-def pods(request, airflow_db, tmp_path_factory) -> dict[tuple[str, str], dict]:
-    """(dag_id, task_id) -> the pod Airflow generates, for every category DAG."""
-    folder = tmp_path_factory.mktemp(f"pods-{request.param}")
+@pytest.fixture(scope="module")
+def pods(airflow_db, tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """(dag_id, task_id) -> the pod Airflow generates, for every category DAG, from the pod
+    template of the official chart rendered with values.yaml."""
+    folder = tmp_path_factory.mktemp("pods")
     template_file = folder / "pod_template_file.yaml"
-    template_file.write_text(yaml.safe_dump(_template(request.param)))
+    template_file.write_text(yaml.safe_dump(pod_template.from_chart()))
     env = {
         **os.environ,
         "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE": str(template_file),
@@ -100,7 +91,7 @@ def test_heavy_steps_get_resources_and_labels_of_their_category(pods, category):
 def test_light_steps_keep_the_template_defaults(pods):
     for category in CATEGORIES:
         pod = pods[(category.dag_id, "extract")]
-        assert _base(pod)["resources"] == VALUES["workers"]["resources"]
+        assert _base(pod)["resources"] == VALUES["workers"]["kubernetes"]["resources"]
         assert "airflow-platform.io/step" not in pod["metadata"]["labels"]
 
 

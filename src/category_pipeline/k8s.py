@@ -15,7 +15,7 @@ from category_pipeline.config import Category
 
 WAREHOUSE_CONN_ID = "warehouse_default"
 # The Secret holding the warehouse connection URI (key "uri"); see charts/.
-WAREHOUSE_SECRET = os.environ.get("PIPELINE_WAREHOUSE_SECRET", "warehouse-connection")
+WAREHOUSE_SECRET = os.environ.get("PIPELINE_WAREHOUSE_SECRET_NAME", "warehouse-connection")
 LABEL_PREFIX = "airflow-platform.io"
 
 # Every model object built without a configuration copies the client's default one (logger

@@ -1,25 +1,33 @@
-"""The kind integration suite: brings the whole platform up on a kind cluster with the
-same Makefile targets users run (`make up`), then drives it through the REST API.
+"""The kind integration suite: brings the whole platform up on a new kind cluster with the
+same Makefile targets users run (`make up`: the kind profile), in a namespace other than
+the default one (so that every piece is seen to follow NAMESPACE), then drives it through
+the REST API.
 
-Needs Docker, kind, helm, kubectl and internet (node, git-sync, PostgreSQL and official
-Airflow images are pulled). Where any is missing the suite is skipped with a one-line
-reason; it never pretends to pass. Run it with `make test-kind`.
-KEEP_CLUSTER=1 keeps the cluster afterwards for inspection.
+Needs Docker and internet (node, git-sync, PostgreSQL and official Airflow images are
+pulled); helm, kubectl and kind are installed by scripts/install-tools.sh. Where the suite
+cannot run, it stops the session with a one-line reason and a non-zero exit
+(tests/kind/preflight.py): it never skips into a pass. Run it with `make test-kind`.
+
+KEEP_CLUSTER=1 keeps the cluster afterwards for inspection. The next run deletes a kept
+cluster and starts anew, unless REUSE_CLUSTER=1 asks to reuse it.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.kind import preflight
+
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / ".tools" / "bin"
 CLUSTER = os.environ.get("KIND_CLUSTER", "airflow-platform-test")
+NAMESPACE = os.environ.get("KIND_NAMESPACE", "pipelines")
+PROFILE = "kind"
 sys.path.insert(0, str(REPO / "scripts"))
 
 
@@ -29,31 +37,34 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.kind)
 
 
-def _missing_prerequisite() -> str | None:
-    os.environ["PATH"] = f"{TOOLS}{os.pathsep}{os.environ['PATH']}"
-    for tool in ("docker", "kind", "helm", "kubectl", "git"):
-        if not shutil.which(tool):
-            return f"{tool} not found (scripts/install-tools.sh --with-kind installs helm, kubectl, kind)"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode:
-        return "no Docker engine reachable (docker info failed)"
-    probe = subprocess.run(["docker", "manifest", "inspect", "kindest/node:v1.34.0"], capture_output=True, timeout=60)
-    if probe.returncode:
-        return "no registry reachable: cannot pull kindest/node (kind needs internet)"
-    return None
-
-
 def make(*targets: str, **variables: str) -> None:
-    settings = [f"{key}={value}" for key, value in {"KIND_CLUSTER": CLUSTER, **variables}.items()]
-    subprocess.run(["make", "-C", str(REPO), *targets, *settings], check=True, timeout=3600)
+    settings = {"KIND_CLUSTER": CLUSTER, "NAMESPACE": NAMESPACE, "PROFILE": PROFILE, **variables}
+    subprocess.run(
+        ["make", "-C", str(REPO), *targets, *(f"{key}={value}" for key, value in settings.items())],
+        check=True, timeout=3600,
+    )
+
+
+def _cluster_exists() -> bool:
+    listing = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True, timeout=60)
+    return CLUSTER in listing.stdout.split()
 
 
 @pytest.fixture(scope="session")
 def platform():
-    """The platform deployed on a fresh kind cluster, torn down afterwards."""
-    missing = _missing_prerequisite()
-    if missing:
-        pytest.skip(f"kind suite: {missing}")
+    """The platform deployed on a new kind cluster (`make up`), deleted afterwards."""
+    reason = preflight.problem()
+    if reason:
+        pytest.exit(f"make test-kind: cannot run: {reason}", returncode=1)
+    os.environ["PATH"] = f"{TOOLS}{os.pathsep}{os.environ['PATH']}"
     os.environ["KUBECONFIG"] = str(REPO / ".local" / f"kubeconfig-{CLUSTER}")
+    os.environ["NAMESPACE"] = NAMESPACE  # scripts/platform_api.py and dags-push.sh follow it
+    if _cluster_exists():
+        if os.environ.get("REUSE_CLUSTER") == "1":
+            print(f"kind suite: reusing the kept cluster {CLUSTER} (REUSE_CLUSTER=1)")
+        else:
+            print(f"kind suite: deleting the cluster {CLUSTER} kept by an earlier run (REUSE_CLUSTER=1 would reuse it)")
+            make("down")
     make("up")
     yield CLUSTER
     if os.environ.get("KEEP_CLUSTER") != "1":
