@@ -17,6 +17,9 @@
 #   pipconf  the host's pip index settings (index-url, extra-index-url, trusted-host,
 #            timeout, retries) when it has any; local paths and file:// URLs are dropped,
 #            as they mean nothing inside the build
+#
+# Runs on Linux and macOS; bash 3.2 (macOS /bin/bash) included, where "${a[@]}" of an empty
+# array is an unbound-variable error under set -u: hence ${a[@]+"${a[@]}"} below.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -109,8 +112,8 @@ DOCKER_BUILDKIT=1 "$docker" build \
     --build-arg "AIRFLOW_IMAGE=$AIRFLOW_IMAGE" \
     --build-arg "IMAGE_VERSION=${version:-0.1.0}" \
     --build-arg "IMAGE_REVISION=$revision" \
-    "${secrets[@]}" \
-    "$@" \
+    ${secrets[@]+"${secrets[@]}"} \
+    ${1+"$@"} \
     "$CONTEXT"
 
 read -r id size < <("$docker" image inspect --format '{{.Id}} {{.Size}}' "$TAG")

@@ -19,21 +19,24 @@ if [ -n "${GIT_URL:-}" ]; then
   # A git server reachable directly (tests, or a port-forward of your own).
   url="$GIT_URL"; user="${GIT_USERNAME:?GIT_USERNAME is needed with GIT_URL}"; password="${GIT_PASSWORD:?}"
 else
-  secret() { kubectl -n "$namespace" get secret git-credentials -o "jsonpath={.data.$1}" | base64 -d; }
+  # kubectl decodes (its go-template base64decode): no `base64 -d`, which old macOS reads as --debug.
+  secret() { kubectl -n "$namespace" get secret git-credentials -o "go-template={{index .data \"$1\" | base64decode}}"; }
   user="$(secret GITSYNC_USERNAME)"
   password="$(secret GITSYNC_PASSWORD)"
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   kubectl -n "$namespace" port-forward svc/platform-git "$port:80" >/dev/null 2>&1 &
   forward=$!
   for _ in $(seq 60); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && break
+    curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && break
     sleep 0.5
   done
   url="http://127.0.0.1:$port/dags.git"
 fi
 
 # Credentials travel in a header of this one command, not in a URL or a config file.
-auth="Authorization: Basic $(printf '%s:%s' "$user" "$password" | base64 -w0)"
+# base64 without options, newlines removed: GNU base64 wraps at 76 columns (-w0 is GNU only),
+# macOS base64 does not wrap; both give one line this way.
+auth="Authorization: Basic $(printf '%s:%s' "$user" "$password" | base64 | tr -d '\n')"
 git() { command git -c "http.extraHeader=$auth" -c user.name=dags-push -c user.email=dags-push@localhost "$@"; }
 
 if git ls-remote --exit-code "$url" refs/heads/main >/dev/null 2>&1; then

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Linux only (mmdebstrap, docker import): builds a Debian image; not meant for macOS.
 # Builds `airflow-standin:3.3.2`: a stand-in for the official apache/airflow:3.3.2 image, for
 # building and testing images/Dockerfile where no container registry can be reached. Needs
 # only a Debian mirror and a Python package index (both through the host's usual settings).

@@ -76,3 +76,68 @@ def test_a_changed_category_list_is_pushed_as_a_new_commit(server, tmp_path):
     assert [c["name"] for c in pushed["categories"]][-1] == "toys"
     log = subprocess.run(["git", "-C", str(tmp_path / "clone"), "log", "--format=%s"], capture_output=True, text=True)
     assert log.stdout.splitlines() == ["add toys", "seed"]
+
+
+# -- the Basic auth header: one line on Linux and macOS ---------------------------------------
+
+# user:password is 104 bytes -> 140 base64 characters: GNU base64 wraps at 76 unless told
+# not to (-w0, GNU only); the script strips newlines instead. Characters the shell could mangle.
+LONG_PASSWORD = "Lg-" + "x9$Q%`'\"\\ !*?[]{}ü" * 5
+
+
+def test_auth_header_is_pythons_base64_of_user_and_a_long_password(tmp_path):
+    """The header the real script sends, caught by a server that answers 404 to everything."""
+    import base64
+    import http.server
+    import threading
+
+    if not shutil.which("git"):
+        pytest.skip("git not installed")
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {**os.environ, "GIT_URL": f"http://127.0.0.1:{httpd.server_address[1]}/dags.git",
+               "GIT_USERNAME": USER, "GIT_PASSWORD": LONG_PASSWORD, "DAGS_DIR": str(DAGS),
+               "GIT_TERMINAL_PROMPT": "0", "HOME": str(tmp_path)}
+        subprocess.run([str(PUSH), "seed"], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    token = base64.b64encode(f"{USER}:{LONG_PASSWORD}".encode()).decode()
+    assert len(token) > 76
+    assert seen, "git sent no request"
+    assert set(seen) == {f"Basic {token}"}
+
+
+def test_push_with_a_long_password(tmp_path):
+    if not shutil.which("git"):
+        pytest.skip("git not installed")
+    root = tmp_path / "srv"
+    root.mkdir()
+    running = Server(root, tmp_path / "server.log", password=LONG_PASSWORD)
+    running.start()
+    try:
+        assert "pushed" in _push(running, "seed")
+        from urllib.parse import quote
+
+        url = running.url(password=quote(LONG_PASSWORD, safe=""))
+        subprocess.run(["git", "clone", "--quiet", "--branch", "main", url, str(tmp_path / "clone")],
+                       check=True, capture_output=True, timeout=60)
+        assert (tmp_path / "clone" / "dags" / "categories.yaml").is_file()
+    finally:
+        running.stop()
