@@ -72,3 +72,21 @@ def test_the_suite_itself_exits_non_zero_instead_of_skipping(tmp_path):
     assert result.returncode == 1, result.stdout[-2000:]
     assert "make test-kind: cannot run: no Docker engine reachable" in result.stdout + result.stderr
     assert " passed" not in result.stdout and " skipped" not in result.stdout
+
+
+def test_a_kept_cluster_is_deleted_before_the_next_run_unless_reuse_is_asked():
+    """The suite's bring-up with `make` and `kind get clusters` recorded instead of run
+    (no cluster can exist here): a kept cluster is never silently reused."""
+    from tests.kind.conftest import bring_up
+
+    calls: list[str] = []
+    bring_up(make=calls.append, exists=lambda: True)
+    assert calls == ["down", "up"]
+
+    calls.clear()
+    assert "reusing" in bring_up(make=calls.append, exists=lambda: True, reuse=True)
+    assert calls == ["up"]
+
+    calls.clear()
+    bring_up(make=calls.append, exists=lambda: False)
+    assert calls == ["up"]

@@ -45,9 +45,24 @@ def make(*targets: str, **variables: str) -> None:
     )
 
 
-def _cluster_exists() -> bool:
+def cluster_exists(name: str = CLUSTER) -> bool:
     listing = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True, timeout=60)
-    return CLUSTER in listing.stdout.split()
+    return name in listing.stdout.split()
+
+
+def bring_up(make=make, exists=cluster_exists, reuse: bool = False) -> str:
+    """`make up` on a new cluster: one kept by an earlier run (KEEP_CLUSTER=1) is deleted
+    first, unless ``reuse`` (REUSE_CLUSTER=1). Returns what was done, for the log."""
+    if exists():
+        if reuse:
+            done = f"reusing the kept cluster {CLUSTER} (REUSE_CLUSTER=1)"
+        else:
+            make("down")
+            done = f"deleted the cluster {CLUSTER} kept by an earlier run (REUSE_CLUSTER=1 would reuse it), then created it anew"
+    else:
+        done = f"created the cluster {CLUSTER}"
+    make("up")
+    return done
 
 
 @pytest.fixture(scope="session")
@@ -59,13 +74,7 @@ def platform():
     os.environ["PATH"] = f"{TOOLS}{os.pathsep}{os.environ['PATH']}"
     os.environ["KUBECONFIG"] = str(REPO / ".local" / f"kubeconfig-{CLUSTER}")
     os.environ["NAMESPACE"] = NAMESPACE  # scripts/platform_api.py and dags-push.sh follow it
-    if _cluster_exists():
-        if os.environ.get("REUSE_CLUSTER") == "1":
-            print(f"kind suite: reusing the kept cluster {CLUSTER} (REUSE_CLUSTER=1)")
-        else:
-            print(f"kind suite: deleting the cluster {CLUSTER} kept by an earlier run (REUSE_CLUSTER=1 would reuse it)")
-            make("down")
-    make("up")
+    print(f"kind suite: {bring_up(reuse=os.environ.get('REUSE_CLUSTER') == '1')}")
     yield CLUSTER
     if os.environ.get("KEEP_CLUSTER") != "1":
         make("down")
