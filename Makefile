@@ -127,7 +127,8 @@ deploy: chart-pull ## Install/upgrade charts/airflow-platform, seed the git serv
 	@test -z "$(PROFILE)" || test -f values-$(PROFILE).yaml || { echo "error: PROFILE=$(PROFILE): no values-$(PROFILE).yaml" >&2; exit 1; }
 	$(HELM) upgrade --install platform charts/airflow-platform --namespace $(NAMESPACE) --create-namespace \
 		$(PLATFORM_PROFILE_VALUES) --set gitServer.image.repository=$(IMAGE_REPO),gitServer.image.tag=$(IMAGE_TAG)
-	for workload in $$($(KUBECTL) get statefulsets,deployments -l app.kubernetes.io/instance=platform -o name); do \
+	workloads="$$($(KUBECTL) get statefulsets,deployments -l app.kubernetes.io/instance=platform -o name)" \
+		&& test -n "$$workloads" && for workload in $$workloads; do \
 		$(KUBECTL) rollout status "$$workload" --timeout 10m || exit 1; done
 	@# git-sync starts from the repository: give the in-cluster one its first DAGs.
 	NAMESPACE=$(NAMESPACE) $(WITH_TOOLS) scripts/dags-push.sh --if-empty

@@ -114,15 +114,13 @@ def test_deploy_waits_only_for_what_can_become_ready(profile):
             assert not orphans, f"release {install.release} is installed with --wait but claims {orphans} bind only later"
             continue
         # Without --wait: the recipe waits for every workload of the release, by its label.
-        waits = [argv for argv in commands if "rollout" in argv and "status" in argv]
-        assert waits, f"release {install.release} is installed without --wait and nothing waits for it"
-        selector = f"app.kubernetes.io/instance={install.release}"
-        (listing,) = [argv for argv in commands if selector in argv]
+        (wait,) = [" ".join(argv) for argv in commands if "rollout" in argv and "status" in argv]
+        assert f"get statefulsets,deployments -l app.kubernetes.io/instance={install.release} -o name" in wait
+        assert "test -n $workloads" in wait  # an empty or failed listing is an error, not "all ready"
         workloads = [o for o in objects if o["kind"] in LONG_RUNNING]
-        assert workloads
+        assert {o["kind"] for o in workloads} == {"StatefulSet", "Deployment"}
         for obj in workloads:
             assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == install.release, obj["metadata"]["name"]
-        assert "statefulsets,deployments" in " ".join(listing)
 
 
 def test_the_default_render_has_the_claims_that_made_deploy_hang():
