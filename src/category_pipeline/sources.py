@@ -10,7 +10,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from category_pipeline import synthetic
-from category_pipeline.config import Category, FileSource, SyntheticSource
+from category_pipeline.config import Category, SyntheticSource
 from category_pipeline.schema import CATALOG, RAW_ORDERS
 from category_pipeline.storage import BATCH_ROWS, resolve
 
