@@ -6,6 +6,9 @@ AIRFLOW_HOME (the rendered airflow.cfg in it, as the chart mounts it) and a SQLi
 database; then the real ``airflow api-server``, started with the api-server Deployment's
 rendered args, must hand that user a token for the password, and refuse a wrong one.
 
+The same api-server then serves scripts/platform_api.py, the client of `make trigger` and
+the kind suite: it waits for a DAG to be parsed and triggers under its own run id.
+
 What a cluster would supply is made here: the Secrets' values (a random admin password,
 fernet, API and JWT keys) and the metadata database. Like every official-chart test, it is
 skipped on a laptop without the chart and FAILS in CI (CI=true).
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helm import render_official, unavailable
+from tests.support.helm import REPO, render_official, unavailable
 from tests.support.ports import free_port
 
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
@@ -279,3 +282,41 @@ def test_wrong_password_is_refused(api_server, installation):
     assert "access_token" not in (body if isinstance(body, dict) else {})
     status, body = _token(api_server, "nobody", installation.password)
     assert status in (401, 403), (status, body)
+
+
+# --- the platform's own client (scripts/platform_api.py) against the same api-server -------
+
+
+def test_the_platform_client_waits_for_the_dag_then_triggers_under_its_own_run_id(api_server, installation, rendered):
+    """What `make trigger` and the kind suite do, against the real API: a DAG not parsed yet
+    is waited for (bounded, naming it), then unpaused and triggered under the given run id."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import platform_api
+
+    api = platform_api.AirflowApi(api_server, ADMIN_USERNAME, installation.password)
+    assert not api.dag_exists("category_home")
+    with pytest.raises(TimeoutError, match="category_home is not in the Airflow API after 1 s"):
+        api.wait_for_dag("category_home", timeout=1)
+
+    # The DAG processor's part: parse this repository's dags/ into the same database.
+    container = _container(_one(rendered, "Deployment", "api-server"), "api-server")
+    env = {
+        **installation.env(container),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    }
+    parsed = subprocess.run(["airflow", "dags", "reserialize"], env=env, cwd=installation.home,
+                            capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    assert parsed.returncode == 0, parsed.stderr[-3000:]
+
+    run_id = api.trigger("category_home", "2026-11-20", run_id="kind-suite-0001")
+    assert run_id == "kind-suite-0001"
+    run = api.get(f"/api/v2/dags/category_home/dagRuns/{run_id}")
+    assert run["logical_date"].startswith("2026-11-20T00:00:00")
+    assert run["state"] == "queued"  # no scheduler here
+    assert api.get("/api/v2/dags/category_home")["is_paused"] is False
+
+    # A run id with ':' and '+' (Airflow's own style) is quoted on the way into a URL.
+    odd = "manual__2026-11-21T00:00:00+00:00"
+    assert api.trigger("category_home", "2026-11-21", run_id=odd) == odd
+    assert api.get(f"/api/v2/dags/category_home/dagRuns/{api.quote(odd)}")["dag_run_id"] == odd
