@@ -25,7 +25,7 @@ PIP := $(VENV_BIN)/python -m pip --disable-pip-version-check
 	tools helm-tools cluster image load chart-pull deploy dags-push ui trigger down up
 
 help: ## List the targets
-	@echo "Usage: make TARGET [DATE=YYYY-MM-DD] [PYTHON=python3.11] [VENV=.venv] [ARGS=...]"
+	@echo "Usage: make TARGET [DATE=YYYY-MM-DD] [PYTHON=python3.11] [VENV=.venv] [ARGS=...] [NAMESPACE=airflow] [PROFILE=kind]"
 	@echo
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  %-11s %s\n", $$1, $$2}'
