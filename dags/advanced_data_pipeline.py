@@ -16,13 +16,15 @@ from custom_load_operator import CustomLoadOperator
 from category_pipeline import summary
 from category_pipeline.config import categories_file, load_categories
 from category_pipeline.k8s import WAREHOUSE_CONN_ID
+from category_pipeline.schedule import daily_timetable
 from category_pipeline.storage import staging_root
 
 CATEGORIES = load_categories(categories_file(Path(__file__).parent)).categories
 
 
 @dag(
-    schedule="@daily",
+    # Each run summarises its logical date: a scheduled one, the last complete day (schedule.py).
+    schedule=daily_timetable("@daily"),
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,

@@ -14,6 +14,7 @@ from airflow.sdk import DAG, TaskGroup, task
 
 from category_pipeline.config import Category
 from category_pipeline.k8s import WAREHOUSE_CONN_ID, pod_override
+from category_pipeline.schedule import daily_timetable
 
 # The data steps (pyarrow) are imported inside the tasks: parsing the DAGs never needs them.
 
@@ -24,7 +25,8 @@ def build_category_dag(category: Category, load_operator: type) -> DAG:
     with DAG(
         dag_id=category.dag_id,
         description=category.description or f"Daily orders pipeline of the {name} category",
-        schedule=category.schedule,
+        # Each run processes its logical date: a scheduled one, the last complete day (schedule.py).
+        schedule=daily_timetable(category.schedule),
         start_date=datetime.combine(category.start_date, datetime.min.time(), tzinfo=timezone.utc),
         catchup=False,
         max_active_runs=1,
@@ -34,7 +36,12 @@ def build_category_dag(category: Category, load_operator: type) -> DAG:
             "retries": category.retries,
             "retry_delay": timedelta(minutes=category.retry_delay_minutes),
         },
-        doc_md=f"Generated from the `{name}` entry of `categories.yaml`.",
+        doc_md=(
+            f"Generated from the `{name}` entry of `categories.yaml`.\n\n"
+            "Each run processes one order date, its **logical date**: a scheduled run the last "
+            "complete day before its run time (its data interval), a manual run the date it is "
+            "given. The load replaces that date's partition of `orders` and `category_daily_metrics`."
+        ),
     ) as dag:
         process_pod = {"pod_override": pod_override(category, "process")}
 
