@@ -44,7 +44,12 @@ $(STAMP): requirements.lock pyproject.toml | $(VENV_BIN)/python
 	$(PIP) install -q --no-deps -e .
 	@touch $@
 
-run: venv ## Main job: all category DAGs + advanced_data_pipeline for DATE (default yesterday) on SQLite; prints a summary
+# WAREHOUSE=postgresql://user:password@host:5432/db loads into that warehouse instead of the
+# laptop's SQLite file (exported to the run, never echoed).
+ifneq ($(WAREHOUSE),)
+run: export AIRFLOW_CONN_WAREHOUSE_DEFAULT := $(WAREHOUSE)
+endif
+run: venv ## Main job: all category DAGs + advanced_data_pipeline for DATE (default yesterday) on SQLite (WAREHOUSE=postgresql://...: there); prints a summary
 	$(WITH_VENV) $(VENV_BIN)/python -m category_pipeline.local_run run $(if $(DATE),--date $(DATE))
 
 airflow: venv ## Airflow standalone on the laptop state in .local/ (UI on http://localhost:8080, stop with Ctrl-C)

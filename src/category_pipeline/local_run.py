@@ -85,7 +85,8 @@ def run(repo: Path, day: date) -> int:
     # The same Connection the load tasks used (JSON or URI form, or any secrets backend).
     connection = Connection.get_connection_from_secrets(WAREHOUSE_CONN_ID)
     warehouse = Warehouse.from_airflow_connection(WAREHOUSE_CONN_ID, connection)
-    print(f"\nWarehouse {warehouse.target}, order date {day}:\n")
+    # The repr hides a password; the target itself may hold one.
+    print(f"\n{warehouse!r}, order date {day}:\n")
     print(format_table(daily_report(warehouse, day)))
     print(f"\n{len(dag_ids) - len(failed)}/{len(dag_ids)} DAG runs succeeded in {time.monotonic() - started:.1f} s")
     if bag.import_errors:

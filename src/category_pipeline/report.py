@@ -10,10 +10,11 @@ COLUMNS = ("category", "products", "orders", "units", "revenue", "quarantined", 
 
 # Per category: the product metrics (category DAGs), the order rows they were computed
 # from (category DAGs) and the quarantine count (advanced_data_pipeline's summary).
+# PostgreSQL rounds only NUMERIC to a number of places (not double precision): hence the cast.
 DAILY_REPORT = """
 SELECT m.category, m.products, m.orders, m.units, m.revenue, s.quarantined, o.order_rows
 FROM (SELECT category, COUNT(*) AS products, SUM(orders) AS orders, SUM(units) AS units,
-             ROUND(SUM(revenue), 2) AS revenue
+             ROUND(CAST(SUM(revenue) AS NUMERIC), 2) AS revenue
       FROM category_daily_metrics WHERE order_date = {p} GROUP BY category) AS m
 LEFT JOIN (SELECT category, COUNT(*) AS order_rows FROM orders WHERE order_date = {p} GROUP BY category) AS o
        ON o.category = m.category
@@ -31,7 +32,8 @@ def daily_report(warehouse: Warehouse, day: date) -> list[dict]:
         rows = connection.execute(DAILY_REPORT.format(p=placeholder), [param, param, param]).fetchall()
     finally:
         connection.close()
-    return [dict(zip(COLUMNS, row)) for row in rows]
+    # NUMERIC comes back as Decimal from PostgreSQL: the same float as from SQLite.
+    return [{c: float(v) if c == "revenue" and v is not None else v for c, v in zip(COLUMNS, row)} for row in rows]
 
 
 def format_table(rows: list[dict]) -> str:
