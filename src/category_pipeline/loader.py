@@ -4,7 +4,14 @@ A load is
 - idempotent: the partition (e.g. category + order date) is deleted and re-inserted, so a
   rerun replaces it instead of duplicating it;
 - atomic: every table of one call is replaced in a single transaction, so a failure or a
-  kill mid-load leaves the warehouse exactly as it was;
+  kill mid-load leaves the warehouse exactly as it was (on PostgreSQL, a first load creates
+  the missing tables in a short transaction of their own: a failed first load may leave
+  them, empty);
+- safe under concurrency: loads of one partition queue up (a lock per table and
+  partition), and concurrent first loads into an empty warehouse create each table once
+  (PostgreSQL: an advisory lock around CREATE TABLE; SQLite: one writer at a time);
+- bounded: every wait on the warehouse has a timeout (see ``Warehouse``); a lock wait that
+  runs out says which table and partition it waited for;
 - bulk: PostgreSQL gets a binary COPY, encoded from Arrow with vectorised kernels and
   streamed batch by batch from Parquet.
 """
@@ -12,7 +19,9 @@ A load is
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date
 
 import pyarrow as pa
@@ -21,13 +30,21 @@ import pyarrow.compute as pc
 from category_pipeline.pg_copy import COPY_HEADER, COPY_TRAILER, encode_rows
 from category_pipeline.schema import WAREHOUSE_TABLES, WarehouseTable
 from category_pipeline.storage import BATCH_ROWS, read_batches, read_schema
-from category_pipeline.warehouse import Warehouse, create_table_sql
+from category_pipeline.warehouse import Warehouse, WarehouseTimeout, create_table_sql
 
 log = logging.getLogger(__name__)
 
 # Rows per batch streamed into COPY: small enough that encoding the next batch overlaps the
 # server's work on the previous one, large enough that the per-batch overhead stays small.
 COPY_BATCH_ROWS = 32 * 1024
+
+# The key of the transaction-level advisory lock that serialises CREATE TABLE on PostgreSQL
+# (two concurrent CREATE TABLE IF NOT EXISTS of one name collide in the catalog).
+CREATE_TABLES_LOCK = "category_pipeline:create_tables"
+
+# SQLSTATEs of PostgreSQL's bounded waits.
+_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout
+_QUERY_CANCELED = "57014"  # statement_timeout (or a cancel request)
 
 
 class LoadError(ValueError):
@@ -45,31 +62,103 @@ def load_partition(
     for table in tables:
         _check_partition_columns(table, partition)
         _check_schema(table, datasets[table.name])
+    values = {table.name: _partition_values(table, partition) for table in tables}
+    # One order for all loads: two loads of several tables take their partition locks in the
+    # same order, so they cannot deadlock.
+    tables.sort(key=lambda table: table.name)
 
     connection = warehouse.connect()
     try:
+        if warehouse.dialect == "postgres":
+            _create_missing_tables_postgres(warehouse, connection, tables)
         _begin(warehouse, connection)
         result = {}
         for table in tables:
-            values = _partition_values(table, partition)
-            connection.execute(create_table_sql(warehouse.dialect, table))
-            _lock_partition(warehouse, connection, table, values)
-            replaced = _delete_partition(warehouse, connection, table, values)
-            if warehouse.dialect == "postgres":
-                batches = _checked_batches(table, datasets[table.name], values, COPY_BATCH_ROWS)
-                loaded = _copy_postgres(connection, table, batches)
-            else:
-                batches = _checked_batches(table, datasets[table.name], values)
-                loaded = _insert_sqlite(connection, table, batches)
+            with _explained_waits(warehouse, table, values[table.name]):
+                if warehouse.dialect == "sqlite":  # inside BEGIN IMMEDIATE: one writer at a time
+                    connection.execute(create_table_sql(warehouse.dialect, table))
+                _lock_partition(warehouse, connection, table, values[table.name])
+                replaced = _delete_partition(warehouse, connection, table, values[table.name])
+                if warehouse.dialect == "postgres":
+                    batches = _checked_batches(table, datasets[table.name], values[table.name], COPY_BATCH_ROWS)
+                    loaded = _copy_postgres(connection, table, batches)
+                else:
+                    batches = _checked_batches(table, datasets[table.name], values[table.name])
+                    loaded = _insert_sqlite(connection, table, batches)
             result[table.name] = {"loaded": loaded, "replaced": replaced}
-            log.info("%s: %d rows replaced %d in partition %s", table.name, loaded, replaced, values)
+            log.info(
+                "%s: %d rows loaded, %d replaced, partition %s",
+                table.name, loaded, replaced, describe_partition(values[table.name]),
+            )
         _commit(warehouse, connection)
-        return result
+        return {name: result[name] for name in datasets}
     except BaseException:
         _rollback(warehouse, connection)
         raise
     finally:
         connection.close()
+
+
+def describe_partition(values: Mapping[str, pa.Scalar]) -> str:
+    """``category=fashion, order_date=2026-11-25``: plain values, not Arrow scalars."""
+    return ", ".join(f"{name}={value.as_py()}" for name, value in values.items())
+
+
+def _create_missing_tables_postgres(warehouse: Warehouse, connection, tables: list[WarehouseTable]) -> None:
+    """Create the tables that do not exist yet, in a short transaction of their own.
+
+    Two concurrent CREATE TABLE IF NOT EXISTS of one name both pass the existence check and
+    one fails on the catalog's unique index (pg_type_typname_nsp_index): creation is
+    serialised by a transaction-level advisory lock on a fixed key, under which IF NOT
+    EXISTS sees a table committed by the load that held the lock before. Committed at once
+    so the lock is held for milliseconds, not for a whole first load; loads into existing
+    tables (all but the first) do not take it at all."""
+    missing = [
+        table for table in tables
+        if connection.execute("SELECT to_regclass(%s)", [table.name]).fetchone()[0] is None
+    ]
+    try:
+        if missing:
+            try:
+                connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [CREATE_TABLES_LOCK])
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                    raise WarehouseTimeout(
+                        f"{', '.join(t.name for t in missing)}: gave up after waiting "
+                        f"{warehouse.lock_timeout:g} s (lock_timeout) for the table-creation lock, "
+                        f"held by another load creating tables in {warehouse.address}"
+                    ) from exc
+                raise
+            for table in missing:
+                connection.execute(create_table_sql(warehouse.dialect, table))
+        connection.commit()
+    except BaseException:
+        _rollback(warehouse, connection)
+        raise
+
+
+@contextmanager
+def _explained_waits(warehouse: Warehouse, table: WarehouseTable, values: Mapping[str, pa.Scalar]):
+    """Turn a timed-out wait into a ``WarehouseTimeout`` naming the table and partition."""
+    try:
+        yield
+    except WarehouseTimeout:
+        raise
+    except Exception as exc:
+        sqlstate = getattr(exc, "sqlstate", None)
+        where = f"partition {describe_partition(values)} of table {table.name}"
+        if sqlstate == _LOCK_NOT_AVAILABLE:
+            raise WarehouseTimeout(
+                f"{table.name}: gave up after waiting {warehouse.lock_timeout:g} s (lock_timeout) for the lock "
+                f"of {where}: another load of this partition, or another transaction on its rows, "
+                f"still holds it"
+            ) from exc
+        if sqlstate == _QUERY_CANCELED and "statement timeout" in str(exc):
+            raise WarehouseTimeout(
+                f"{table.name}: a statement loading {where} ran longer than "
+                f"{warehouse.statement_timeout:g} s (statement_timeout)"
+            ) from exc
+        raise
 
 
 def _table(name: str) -> WarehouseTable:
@@ -140,11 +229,16 @@ def _where(dialect: str, values: dict[str, pa.Scalar]) -> tuple[str, list]:
     return clause, params
 
 
+def partition_lock_key(table: WarehouseTable, values: Mapping[str, pa.Scalar]) -> str:
+    """The text whose hash keys the advisory lock of one partition of one table."""
+    return f"{table.name}:" + "/".join(str(v.as_py()) for v in values.values())
+
+
 def _lock_partition(warehouse: Warehouse, connection, table: WarehouseTable, values) -> None:
     # Two concurrent loads of one partition queue up instead of interleaving; SQLite's
     # BEGIN IMMEDIATE already serialises all writers.
     if warehouse.dialect == "postgres":
-        key = f"{table.name}:" + "/".join(str(v.as_py()) for v in values.values())
+        key = partition_lock_key(table, values)
         connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
 
 
@@ -186,7 +280,17 @@ def _insert_sqlite(connection, table: WarehouseTable, batches: Iterator[pa.Recor
 
 def _begin(warehouse: Warehouse, connection) -> None:
     if warehouse.dialect == "sqlite":
-        connection.execute("BEGIN IMMEDIATE")
+        # The write lock up front (waiting up to the busy timeout), before any DDL or read:
+        # a deferred transaction that upgrades later could fail at once with "locked".
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise WarehouseTimeout(
+                f"gave up after waiting {warehouse.lock_timeout:g} s (lock_timeout) for the write lock of "
+                f"the SQLite warehouse {warehouse.address}: another load still holds it"
+            ) from exc
     # psycopg opens the transaction implicitly with the first statement.
 
 
