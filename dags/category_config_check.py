@@ -16,10 +16,26 @@ class InvalidCategoryEntries(ValueError):
     pass
 
 
+# However many entries are invalid, the message stays a few KB: the first ones are listed.
+MAX_LISTED_CHARS = 8000
+
+
+def _listed(errors) -> str:
+    lines: list[str] = []
+    used = 0
+    for shown, error in enumerate(errors):
+        line = f"  - {error}"
+        if used + len(line) > MAX_LISTED_CHARS:
+            lines.append(f"  - … and {len(errors) - shown} more")
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return "\n".join(lines)
+
+
 _config = load_categories(categories_file(Path(__file__).parent))
 if _config.errors:
     raise InvalidCategoryEntries(
         f"{len(_config.errors)} invalid entr{'y' if len(_config.errors) == 1 else 'ies'} in categories.yaml "
-        "(their DAGs are not generated; the other categories are unaffected):\n"
-        + "\n".join(f"  - {error}" for error in _config.errors)
+        "(their DAGs are not generated; the other categories are unaffected):\n" + _listed(_config.errors)
     )

@@ -12,6 +12,7 @@ from category_pipeline.config import (
     SCHEDULE_PRESETS,
     CategoryError,
     CategoryFileError,
+    daily_run_time,
     load_categories,
     parse_categories,
 )
@@ -126,10 +127,8 @@ NOT_A_SLUG = (
     "is not a slug: lower-case letters, digits and '_', starting with a letter, "
     "not ending in '_', at most 40 characters"
 )
-NOT_A_SCHEDULE = (
-    "is neither a cron expression nor one of "
-    "['@continuous', '@daily', '@hourly', '@monthly', '@once', '@weekly', '@yearly']"
-)
+DAILY_HINT = "a category processes one day per run: use '@daily' or 'M H * * *'"
+NOT_A_SCHEDULE = f"is neither a cron expression nor '@daily'; {DAILY_HINT}"
 
 
 def test_readme_example_message():
@@ -209,11 +208,53 @@ def test_bad_schedule_is_reported(schedule, message):
     _assert_only_error(config, 1, "x", message)
 
 
-@pytest.mark.parametrize("schedule", sorted(SCHEDULE_PRESETS) + [None, "0 3 * * *", "*/15 * * * 1-5"])
-def test_presets_cron_and_none_are_accepted(schedule):
+@pytest.mark.parametrize(
+    "schedule,run_time", [("@daily", (0, 0)), ("@midnight", (0, 0)), (None, None), ("0 3 * * *", (3, 0)), ("59 23 * * *", (23, 59)), ("05  07 * * *", (7, 5))]
+)
+def test_daily_schedules_and_none_are_accepted(schedule, run_time):
     config = _parse(_entry("x", schedule=schedule))
     assert config.errors == ()
     assert config.categories[0].schedule == schedule
+    assert daily_run_time(schedule) == run_time
+
+
+MORE_THAN_DAILY = f"fires more than once a day; {DAILY_HINT}"
+NOT_EVERY_DAY = f"does not fire every day; {DAILY_HINT}"
+
+
+@pytest.mark.parametrize(
+    "schedule,message",
+    [
+        ("@hourly", f"'@hourly' {MORE_THAN_DAILY}"),
+        ("@continuous", f"'@continuous' {MORE_THAN_DAILY}"),
+        ("@once", f"'@once' {NOT_EVERY_DAY}"),
+        ("@weekly", f"'@weekly' {NOT_EVERY_DAY}"),
+        ("@monthly", f"'@monthly' {NOT_EVERY_DAY}"),
+        ("@yearly", f"'@yearly' {NOT_EVERY_DAY}"),
+        ("0 * * * *", f"'0 * * * *' {MORE_THAN_DAILY}"),
+        ("*/15 * * * *", f"'*/15 * * * *' {MORE_THAN_DAILY}"),
+        ("*/15 * * * 1-5", f"'*/15 * * * 1-5' {MORE_THAN_DAILY}"),
+        ("0 3,15 * * *", f"'0 3,15 * * *' {MORE_THAN_DAILY}"),
+        ("0 */6 * * *", f"'0 */6 * * *' {MORE_THAN_DAILY}"),
+        ("0,30 3 * * *", f"'0,30 3 * * *' {MORE_THAN_DAILY}"),
+        ("0 3 * * 1-5", f"'0 3 * * 1-5' {NOT_EVERY_DAY}"),
+        ("0 3 1 * *", f"'0 3 1 * *' {NOT_EVERY_DAY}"),
+        ("0 3 * 1 *", f"'0 3 * 1 *' {NOT_EVERY_DAY}"),
+        ("0 3 ? * *", f"'0 3 ? * *' {NOT_EVERY_DAY}"),
+        ("0 3 * * * 0", f"'0 3 * * * 0' has 6 fields, not 5; {DAILY_HINT}"),
+        ("@every_day", f"'@every_day' {NOT_A_SCHEDULE}"),
+    ],
+)
+def test_schedule_not_once_a_day_is_reported(schedule, message):
+    config = _bad_between_good(_entry("x", schedule=schedule))
+    _assert_only_error(config, 1, "x", f"categories[1] (x): field 'schedule': {message}")
+    with pytest.raises(ValueError) as raised:
+        daily_run_time(schedule)
+    assert str(raised.value) == message
+
+
+def test_every_airflow_preset_but_daily_is_rejected():
+    assert {preset for preset in SCHEDULE_PRESETS if not _parse(_entry("x", schedule=preset)).errors} == {"@daily"}
 
 
 def test_negative_retries_is_reported():
@@ -439,22 +480,36 @@ def test_every_bad_entry_is_reported_and_every_good_one_kept():
 # --- the file itself is unusable ------------------------------------------------------
 
 
-def _yaml_parser_error(text: str) -> str:
+def _yaml_parser_error(text: str) -> yaml.MarkedYAMLError:
     """What the YAML parser config.py uses (libyaml's when present) says about ``text``:
     its wording differs between libyaml and the pure-Python parser."""
-    with pytest.raises(yaml.YAMLError) as raised:
+    with pytest.raises(yaml.MarkedYAMLError) as raised:
         yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    return str(raised.value)
+    return raised.value
 
 
-def test_invalid_yaml_is_a_file_error(tmp_path):
+def _one_line(error: yaml.MarkedYAMLError) -> str:
+    """How config.py words a parser error: on one line, positions 1-based."""
+    where, context = error.problem_mark, error.context_mark
+    return (
+        f"line {where.line + 1}, column {where.column + 1}: not valid YAML: "
+        f"{error.context} (line {context.line + 1}, column {context.column + 1}): {error.problem}"
+    )
+
+
+def test_invalid_yaml_is_a_file_error_naming_file_and_line(tmp_path):
     path = tmp_path / "categories.yaml"
     path.write_text("categories: [\n  - name: a\n")
     with pytest.raises(CategoryFileError) as raised:
         load_categories(path)
     parser_error = _yaml_parser_error("categories: [\n  - name: a\n")
-    assert "line 2" in parser_error  # where in the file, for the reader
-    assert str(raised.value) == f"{path}: not valid YAML: {parser_error}"
+    assert "line 2" in str(parser_error)  # where in the file, for the reader
+    assert str(raised.value) == f"{path}: {_one_line(parser_error)}"
+    if hasattr(yaml, "CSafeLoader"):
+        assert str(raised.value) == (
+            f"{path}: line 2, column 3: not valid YAML: while parsing a flow node (line 2, column 3): "
+            "did not find expected node content"
+        )
 
 
 def test_missing_file_is_a_file_error(tmp_path):
@@ -465,15 +520,22 @@ def test_missing_file_is_a_file_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "document",
-    [{"defaults": {}}, {"categories": {"name": "a"}}, {"categories": None}, ["a"], None, "categories"],
+    "document,where",
+    [
+        ({"defaults": {}}, ""),
+        ({"categories": {"name": "a"}}, "line 1: "),
+        ({"categories": None}, "line 1: "),
+        (["a"], ""),
+        (None, ""),
+        ("categories", ""),
+    ],
 )
-def test_missing_categories_list_is_a_file_error(tmp_path, document):
+def test_missing_categories_list_is_a_file_error(tmp_path, document, where):
     path = tmp_path / "categories.yaml"
     path.write_text(yaml.safe_dump(document))
     with pytest.raises(CategoryFileError) as raised:
         load_categories(path)
-    assert str(raised.value) == f"{path}: expected a mapping with a 'categories' list"
+    assert str(raised.value) == f"{path}: {where}expected a mapping with a 'categories' list"
 
 
 def test_file_errors_of_a_document_name_the_default_source():
@@ -484,10 +546,11 @@ def test_file_errors_of_a_document_name_the_default_source():
 
 def test_unknown_top_level_key_is_a_file_error(tmp_path):
     path = tmp_path / "categories.yaml"
-    path.write_text(yaml.safe_dump({"defaultz": {}, "categorie": [], "categories": []}))
+    path.write_text("categories: []\ndefaultz: {}\ncategorie: []\n")
     with pytest.raises(CategoryFileError) as raised:
         load_categories(path)
-    assert str(raised.value) == f"{path}: unknown top-level keys ['categorie', 'defaultz']"
+    # The line of the first unknown key.
+    assert str(raised.value) == f"{path}: line 2: unknown top-level keys ['categorie', 'defaultz']"
 
 
 def test_defaults_not_a_mapping_is_a_file_error(tmp_path):
@@ -495,7 +558,7 @@ def test_defaults_not_a_mapping_is_a_file_error(tmp_path):
     path.write_text(yaml.safe_dump({"defaults": ["owner"], "categories": []}))
     with pytest.raises(CategoryFileError) as raised:
         load_categories(path)
-    assert str(raised.value) == f"{path}: 'defaults' must be a mapping"
+    assert str(raised.value) == f"{path}: line 2: 'defaults' must be a mapping"
 
 
 def test_empty_file_is_a_file_error(tmp_path):
@@ -504,3 +567,310 @@ def test_empty_file_is_a_file_error(tmp_path):
     with pytest.raises(CategoryFileError) as raised:
         load_categories(path)
     assert str(raised.value) == f"{path}: expected a mapping with a 'categories' list"
+
+
+# --- production conditions: no file can take the platform down -------------------------
+
+
+def _load_text(tmp_path, text: str):
+    path = tmp_path / "categories.yaml"
+    path.write_text(text)
+    return path, load_categories(path)
+
+
+def _file_error(tmp_path, text: str) -> tuple[Path, str]:
+    path = tmp_path / "categories.yaml"
+    path.write_text(text)
+    with pytest.raises(CategoryFileError) as raised:
+        load_categories(path)
+    return path, str(raised.value)
+
+
+FILE_DEFAULTS = """\
+defaults:
+  source: {kind: synthetic, rows_per_day: 10, products: 2}
+  owner: me
+  schedule: "@daily"
+  start_date: 2026-01-01
+  retries: 1
+  retry_delay_minutes: 5
+  resources:
+    process: {requests: {cpu: 1, memory: 1Gi}, limits: {cpu: 1, memory: 1Gi}}
+    load: {requests: {cpu: 1, memory: 1Gi}, limits: {cpu: 1, memory: 1Gi}}
+categories:
+  - name: first
+"""
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("2026-02-30", "field 'start_date': Input should be a valid date or datetime, day value is outside expected range"),
+        ("2026-13-01", "field 'start_date': Input should be a valid date or datetime, month value is outside expected range of 1-12"),
+        ("2026-02-29", "field 'start_date': Input should be a valid date or datetime, day value is outside expected range"),
+        (
+            "2026-01-01 25:00:00",
+            "field 'start_date': Input should be a valid date or datetime, hour value is outside expected range of 0-23",
+        ),
+    ],
+)
+def test_impossible_unquoted_date_is_the_entrys_error(tmp_path, value, message):
+    _, config = _load_text(tmp_path, FILE_DEFAULTS + f"  - name: x\n    start_date: {value}\n  - name: last\n")
+    assert [c.name for c in config.categories] == ["first", "last"]
+    _assert_only_error(config, 1, "x", f"categories[1] (x): {message}")
+
+
+def test_valid_unquoted_date_is_still_a_date(tmp_path):
+    _, config = _load_text(tmp_path, FILE_DEFAULTS + "  - name: x\n    start_date: 2024-02-29\n")
+    assert config.errors == ()
+    assert str(config.categories[1].start_date) == "2024-02-29"
+
+
+def test_impossible_date_in_defaults_is_every_entrys_error(tmp_path):
+    _, config = _load_text(tmp_path, FILE_DEFAULTS.replace("2026-01-01", "2026-02-30"))
+    assert config.categories == ()
+    assert [str(e) for e in config.errors] == [
+        "categories[0] (first): field 'start_date': Input should be a valid date or datetime, day value is outside expected range"
+    ]
+
+
+ALIAS = "YAML aliases are not supported"
+
+
+def test_alias_in_an_entry_is_the_entrys_error_naming_its_line(tmp_path):
+    text = FILE_DEFAULTS + "  - &entry\n    name: x\n    owner: &me you\n  - *entry\n  - name: y\n    owner: *me\n  - name: last\n"
+    _, config = _load_text(tmp_path, text)
+    assert [c.name for c in config.categories] == ["first", "x", "last"]  # an anchor alone is harmless
+    assert [str(e) for e in config.errors] == [
+        f"categories[2] (*entry): line 16: {ALIAS} (*entry): write the value out",
+        f"categories[3] (y): field 'owner': line 18: {ALIAS} (*me): write the value out",
+    ]
+
+
+def test_alias_outside_the_entries_is_a_file_error_naming_its_line(tmp_path):
+    text = FILE_DEFAULTS.replace("  owner: me\n", "  owner: &me me\n  description: *me\n")
+    path, message = _file_error(tmp_path, text)
+    assert message == f"{path}: line 4: {ALIAS} (*me): write the value out"
+
+
+def _alias_bomb(levels: int) -> str:
+    lines = ["    a0: &a0 [" + ",".join(["lol"] * 10) + "]"]
+    lines += [f"    a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\n    name: *a{levels - 1}\n"
+
+
+def test_alias_bomb_is_rejected_at_once_with_a_short_message(tmp_path):
+    import time
+
+    started = time.monotonic()
+    _, config = _load_text(tmp_path, FILE_DEFAULTS + "  - description: x\n" + _alias_bomb(30) + "  - name: last\n")
+    assert time.monotonic() - started < 2
+    assert [c.name for c in config.categories] == ["first", "last"]
+    (error,) = config.errors
+    assert error.name == "*a29"
+    assert error.problems[:2] == (
+        f"field 'a1[0]': line 15: {ALIAS} (*a0): write the value out",
+        f"field 'a1[1]': line 15: {ALIAS} (*a0): write the value out",
+    )
+    assert len(error.problems) == 30 * 10 - 10 + 1
+    assert len(str(error)) == 2000
+
+
+def test_merge_key_is_a_file_error(tmp_path):
+    path, message = _file_error(tmp_path, FILE_DEFAULTS + "  - <<: {owner: you}\n    name: x\n")
+    assert message == f"{path}: line 13, column 5: not valid YAML: merge keys ('<<') are not supported: write the keys out"
+
+
+def test_shipped_file_has_no_anchors_or_aliases():
+    events = list(yaml.parse(SHIPPED.read_text()))
+    assert not [e for e in events if isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None)]
+
+
+def test_duplicate_key_in_an_entry_is_the_entrys_error(tmp_path):
+    text = FILE_DEFAULTS + "  - name: x\n    retries: 1\n    retries: 2\n  - name: y\n    source:\n      products: 3\n      products: 4\n  - name: last\n"
+    _, config = _load_text(tmp_path, text)
+    assert [c.name for c in config.categories] == ["first", "last"]
+    assert [str(e) for e in config.errors] == [
+        "categories[1] (x): field 'retries': duplicate key (line 15): give it once",
+        "categories[2] (y): field 'source.products': duplicate key (line 19): give it once",
+    ]
+
+
+def test_duplicate_name_key_in_an_entry_is_the_entrys_error(tmp_path):
+    _, config = _load_text(tmp_path, FILE_DEFAULTS + "  - name: x\n    name: y\n")
+    assert [str(e) for e in config.errors] == ["categories[1] (y): field 'name': duplicate key (line 14): give it once"]
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (FILE_DEFAULTS + "categories: []\n", "line 13: duplicate top-level key 'categories'"),
+        (FILE_DEFAULTS.replace("  owner: me\n", "  owner: me\n  owner: you\n"), "line 4: duplicate key 'owner' in 'defaults'"),
+        (
+            FILE_DEFAULTS.replace("rows_per_day: 10,", "rows_per_day: 10, rows_per_day: 11,"),
+            "line 2: duplicate key 'rows_per_day' in 'defaults.source'",
+        ),
+    ],
+    ids=["top-level", "defaults", "defaults-nested"],
+)
+def test_duplicate_key_outside_the_entries_is_a_file_error(tmp_path, text, message):
+    path, error = _file_error(tmp_path, text)
+    assert error == f"{path}: {message}"
+
+
+def test_file_not_utf8_is_a_file_error(tmp_path):
+    path = tmp_path / "categories.yaml"
+    path.write_bytes(b"categories:\n  - name: caf\xe9\n")
+    with pytest.raises(CategoryFileError) as raised:
+        load_categories(path)
+    assert str(raised.value) == f"{path}: line 2: not UTF-8 text: invalid continuation byte at byte 25"
+
+
+def test_long_values_are_shown_truncated(tmp_path):
+    name = "N" * 100_000
+    config = _bad_between_good(_entry(name, retries=-1, owner=""))
+    (error,) = config.errors
+    assert error.name == "N" * 79 + "…"
+    # Each problem at most 500 characters, the value cut short.
+    assert str(error) == (
+        f"categories[1] ({'N' * 79}…): field 'name': '{'N' * 484}…; field 'owner': String should have at least "
+        "1 character; field 'retries': Input should be greater than or equal to 0"
+    )
+
+
+def test_many_long_problems_are_capped_in_total():
+    entry = _entry("x", **{f"k{i}" * 50: 1 for i in range(100)})
+    (error,) = _parse(entry).errors
+    assert len(error.problems) == 100
+    assert len(str(error)) == 2000
+    assert str(error).endswith("…")
+
+
+def test_file_errors_are_capped():
+    with pytest.raises(CategoryFileError) as raised:
+        parse_categories({"categories": [], **{"k" * 1000 + str(i): 1 for i in range(100)}})
+    assert len(str(raised.value)) <= 2000
+    assert str(raised.value).startswith("categories.yaml: unknown top-level keys ['kkk")
+    assert str(raised.value).endswith("…")
+
+
+@pytest.mark.parametrize(
+    "key,uri,message",
+    [
+        (
+            "uri",
+            "/d/{categroy}/{ds}.csv",
+            "'/d/{categroy}/{ds}.csv' has an unknown placeholder '{categroy}': only {category} and {ds} are filled in",
+        ),
+        ("uri", "/d/{}/{ds}.csv", "'/d/{}/{ds}.csv' has an unknown placeholder '{}': only {category} and {ds} are filled in"),
+        (
+            "uri",
+            "/d/{0}/{ds}.csv",
+            "'/d/{0}/{ds}.csv' has an unknown placeholder '{0}': only {category} and {ds} are filled in",
+        ),
+        (
+            "uri",
+            "/d/{ds.year}.csv",
+            "'/d/{ds.year}.csv' has an unknown placeholder '{ds.year}': only {category} and {ds} are filled in",
+        ),
+        (
+            "catalog_uri",
+            "/d/{ds:%Y}.csv",
+            "'/d/{ds:%Y}.csv' has an unknown placeholder '{ds:%Y}': only {category} and {ds} are filled in",
+        ),
+        (
+            "uri",
+            "/d/{ds!r}.csv",
+            "'/d/{ds!r}.csv' has an unknown placeholder '{ds!r}': only {category} and {ds} are filled in",
+        ),
+        (
+            "uri",
+            "/d/{category/{ds}.csv",
+            "'/d/{category/{ds}.csv' is not a valid template (unexpected '{' in field name): "
+            "only {category} and {ds} are filled in, write '{{' and '}}' for literal braces",
+        ),
+        (
+            "catalog_uri",
+            "/d/category}.csv",
+            "'/d/category}.csv' is not a valid template (Single '}' encountered in format string): "
+            "only {category} and {ds} are filled in, write '{{' and '}}' for literal braces",
+        ),
+        (
+            "uri",
+            "/d/{ds.csv",
+            "'/d/{ds.csv' is not a valid template (expected '}' before end of string): "
+            "only {category} and {ds} are filled in, write '{{' and '}}' for literal braces",
+        ),
+    ],
+)
+def test_files_source_with_unknown_placeholder_is_reported(key, uri, message):
+    source = {"kind": "files", "uri": "/d/{category}/{ds}.csv", "catalog_uri": "/d/catalog.parquet"}
+    source[key] = uri
+    config = _bad_between_good({"name": "x", "source": source})
+    _assert_only_error(config, 1, "x", f"categories[1] (x): field 'source.{key}': {message}")
+
+
+def test_files_source_templates_that_fill_are_accepted():
+    from category_pipeline.config import URI_PLACEHOLDERS
+
+    source = {"kind": "files", "uri": "s3://b/{category}/{{raw}}/{ds}/{ds}.parquet", "catalog_uri": "/d/{category}.csv"}
+    config = _parse({"name": "x", "source": source})
+    assert config.errors == ()
+    filled = config.categories[0].source.uri.format(**{name: "v" for name in URI_PLACEHOLDERS})
+    assert filled == "s3://b/v/{raw}/v/v.parquet"
+
+
+# --- quality and execution timeouts ------------------------------------------------------
+
+
+def test_quality_and_timeouts_default_in_the_model_and_the_shipped_file():
+    config = _parse(_entry("x"))
+    category = config.categories[0]
+    assert category.quality.model_dump() == {"min_rows": 1, "max_bad_row_ratio": 0.05}
+    assert category.execution_timeout_minutes.model_dump() == {"extract": 30, "process": 60, "load": 60}
+    shipped = yaml.safe_load(SHIPPED.read_text())["defaults"]
+    assert shipped["quality"] == category.quality.model_dump()
+    assert shipped["execution_timeout_minutes"] == category.execution_timeout_minutes.model_dump()
+
+
+def test_quality_and_timeouts_merge_key_by_key():
+    defaults = {**DEFAULTS, "quality": {"min_rows": 10, "max_bad_row_ratio": 0.1}, "execution_timeout_minutes": {"load": 90}}
+    config = _parse(
+        _entry("x", quality={"max_bad_row_ratio": 0.2}, execution_timeout_minutes={"extract": 5}), _entry("y"), defaults=defaults
+    )
+    x, y = config.categories
+    assert (x.quality.min_rows, x.quality.max_bad_row_ratio) == (10, 0.2)
+    assert x.execution_timeout_minutes.model_dump() == {"extract": 5, "process": 60, "load": 90}
+    assert (y.quality.min_rows, y.quality.max_bad_row_ratio) == (10, 0.1)
+    assert y.execution_timeout_minutes.model_dump() == {"extract": 30, "process": 60, "load": 90}
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"quality": {"min_rows": -1}}, "field 'quality.min_rows': Input should be greater than or equal to 0"),
+        (
+            {"quality": {"min_rows": 1.5}},
+            "field 'quality.min_rows': Input should be a valid integer, got a number with a fractional part",
+        ),
+        ({"quality": {"max_bad_row_ratio": 1.01}}, "field 'quality.max_bad_row_ratio': Input should be less than or equal to 1"),
+        ({"quality": {"max_bad_row_ratio": -0.1}}, "field 'quality.max_bad_row_ratio': Input should be greater than or equal to 0"),
+        ({"quality": {"min_row": 1}}, "field 'quality.min_row': unknown key"),
+        ({"quality": 5}, "field 'quality': Input should be a valid dictionary or instance of Quality"),
+        ({"execution_timeout_minutes": {"extract": 0}}, "field 'execution_timeout_minutes.extract': Input should be greater than 0"),
+        ({"execution_timeout_minutes": {"process": -5}}, "field 'execution_timeout_minutes.process': Input should be greater than 0"),
+        (
+            {"execution_timeout_minutes": {"load": 24 * 60 + 1}},
+            "field 'execution_timeout_minutes.load': Input should be less than or equal to 1440",
+        ),
+        ({"execution_timeout_minutes": {"validate": 5}}, "field 'execution_timeout_minutes.validate': unknown key"),
+    ],
+)
+def test_bad_quality_or_timeout_is_reported(fields, message):
+    config = _bad_between_good(_entry("x", **fields))
+    _assert_only_error(config, 1, "x", f"categories[1] (x): {message}")
+
+
+def test_timeouts_of_a_whole_day_are_accepted():
+    config = _parse(_entry("x", execution_timeout_minutes={"extract": 0.5, "process": 24 * 60, "load": 24 * 60}))
+    assert config.errors == ()

@@ -143,8 +143,8 @@ def test_one_bad_entry_is_reported_in_the_singular(tmp_path, monkeypatch):
     (error_file,) = bag.import_errors
     assert _raised(bag.import_errors[error_file], "InvalidCategoryEntries") == (
         "1 invalid entry in categories.yaml (their DAGs are not generated; the other categories are unaffected):\n"
-        "  - categories[1] (toys): field 'schedule': 'daily' is neither a cron expression nor one of "
-        "['@continuous', '@daily', '@hourly', '@monthly', '@once', '@weekly', '@yearly']"
+        "  - categories[1] (toys): field 'schedule': 'daily' is neither a cron expression nor '@daily'; "
+        "a category processes one day per run: use '@daily' or 'M H * * *'"
     )
 
 
@@ -158,6 +158,134 @@ def test_unreadable_category_file_is_reported(tmp_path, monkeypatch):
     with pytest.raises(yaml.YAMLError) as parser_error:
         yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     assert "line 2" in str(parser_error.value)
-    expected = f"{path}: not valid YAML: {parser_error.value}"
+    error, where, context = parser_error.value, parser_error.value.problem_mark, parser_error.value.context_mark
+    # On one line: the file, the line and column (1-based), the parser's context and problem.
+    expected = (
+        f"{path}: line {where.line + 1}, column {where.column + 1}: not valid YAML: "
+        f"{error.context} (line {context.line + 1}, column {context.column + 1}): {error.problem}"
+    )
     for message in bag.import_errors.values():
         assert _raised(message, "CategoryFileError") == expected
+
+
+# --- production conditions: a broken entry never takes the others down ------------------
+
+HINT = "a category processes one day per run: use '@daily' or 'M H * * *'"
+
+
+def _write_text(tmp_path: Path, entries: str) -> Path:
+    """The shipped defaults and ``entries`` (YAML text of list items), written as text: the
+    cases below are about how the text is written (unquoted dates, repeated keys)."""
+    shipped = (DAGS / "categories.yaml").read_text()
+    path = tmp_path / "categories.yaml"
+    path.write_text(shipped.split("\ncategories:\n")[0] + "\ncategories:\n  - name: garden\n" + entries + "  - name: pets\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "entry,problem",
+    [
+        (
+            "  - name: toys\n    start_date: 2026-02-30\n",
+            "field 'start_date': Input should be a valid date or datetime, day value is outside expected range",
+        ),
+        (
+            "  - name: toys\n    retries: 1\n    retries: 3\n",
+            "field 'retries': duplicate key (line 36): give it once",
+        ),
+        (
+            "  - name: toys\n    source: {kind: files, uri: 's3://b/{category}/{date}.csv', catalog_uri: /c.csv}\n",
+            "field 'source.uri': 's3://b/{category}/{date}.csv' has an unknown placeholder '{date}': "
+            "only {category} and {ds} are filled in",
+        ),
+        ("  - name: toys\n    schedule: '0 * * * *'\n", f"field 'schedule': '0 * * * *' fires more than once a day; {HINT}"),
+        ("  - name: toys\n    schedule: '@hourly'\n", f"field 'schedule': '@hourly' fires more than once a day; {HINT}"),
+        ("  - name: toys\n    schedule: '0 3 * * 1-5'\n", f"field 'schedule': '0 3 * * 1-5' does not fire every day; {HINT}"),
+        ("  - name: toys\n    quality: {max_bad_row_ratio: 2}\n", "field 'quality.max_bad_row_ratio': Input should be less than or equal to 1"),
+        (
+            "  - name: toys\n    execution_timeout_minutes: {load: 0}\n",
+            "field 'execution_timeout_minutes.load': Input should be greater than 0",
+        ),
+        (f"  - name: {'t' * 10_000}\n", f"field 'name': '{'t' * 484}…"),
+    ],
+    ids=["impossible-date", "duplicate-key", "uri-placeholder", "hourly-cron", "hourly", "weekdays", "quality", "timeout", "long-name"],
+)
+def test_broken_entry_is_reported_while_the_others_and_the_advanced_pipeline_load(tmp_path, monkeypatch, entry, problem):
+    path = _write_text(tmp_path, entry)
+    monkeypatch.setenv("PIPELINE_CATEGORIES_FILE", str(path))
+    bag = DagBag(dag_folder=DAGS, safe_mode=True)
+
+    assert set(bag.dag_ids) == {"category_garden", "category_pets", "advanced_data_pipeline"}
+    (error_file,) = bag.import_errors
+    assert Path(error_file).name == "category_config_check.py"
+    label = "toys" if "toys" in entry else "t" * 79 + "…"
+    assert _raised(bag.import_errors[error_file], "InvalidCategoryEntries") == (
+        "1 invalid entry in categories.yaml (their DAGs are not generated; the other categories are unaffected):\n"
+        f"  - categories[1] ({label}): {problem}"
+    )
+
+
+ALIAS = "YAML aliases are not supported"
+
+
+@pytest.mark.parametrize(
+    "entries,label,problem",
+    [
+        ("  - &toys\n    name: toys\n  - *toys\n", "*toys", f"line 36: {ALIAS} (*toys): write the value out"),
+        (
+            "  - description: x\n"
+            + "".join(f"    k{i}: &a{i} [" + ",".join([f"*a{i - 1}" if i else "lol"] * 9) + "]\n" for i in range(40))
+            + "    name: *a39\n",
+            "*a39",
+            f"field 'k1[0]': line 36: {ALIAS} (*a0): write the value out",
+        ),
+    ],
+    ids=["alias", "alias-bomb"],
+)
+def test_alias_is_the_entrys_error_naming_the_line_others_still_load(tmp_path, monkeypatch, entries, label, problem):
+    path = _write_text(tmp_path, entries)
+    monkeypatch.setenv("PIPELINE_CATEGORIES_FILE", str(path))
+    bag = DagBag(dag_folder=DAGS, safe_mode=True)
+
+    assert set(bag.dag_ids) >= {"category_garden", "category_pets", "advanced_data_pipeline"}
+    (error_file,) = bag.import_errors
+    listed = _raised(bag.import_errors[error_file], "InvalidCategoryEntries")
+    assert len(listed) < 3000
+    assert listed.startswith(
+        "1 invalid entry in categories.yaml (their DAGs are not generated; the other categories are unaffected):\n"
+        f"  - categories[{1 if label == '*a39' else 2}] ({label}): {problem}"
+    )
+
+
+def test_alias_outside_the_entries_is_a_file_error_naming_the_line(tmp_path, monkeypatch):
+    path = tmp_path / "categories.yaml"
+    path.write_text("defaults: {owner: &me me, description: *me}\ncategories:\n  - name: garden\n")
+    monkeypatch.setenv("PIPELINE_CATEGORIES_FILE", str(path))
+    bag = DagBag(dag_folder=DAGS, safe_mode=True)
+
+    assert "category_config_check.py" in {Path(p).name for p in bag.import_errors}
+    for error in bag.import_errors.values():
+        assert _raised(error, "CategoryFileError") == f"{path}: line 1: {ALIAS} (*me): write the value out"
+
+
+def test_many_invalid_entries_are_listed_within_a_few_kb(tmp_path, monkeypatch):
+    path = _write_categories(tmp_path, [{"name": "garden"}] + [{"name": f"t{i}", "retries": -1} for i in range(1000)])
+    monkeypatch.setenv("PIPELINE_CATEGORIES_FILE", str(path))
+    bag = DagBag(dag_folder=DAGS, safe_mode=True)
+
+    assert set(bag.dag_ids) == {"category_garden", "advanced_data_pipeline"}
+    (message,) = bag.import_errors.values()
+    listed = _raised(message, "InvalidCategoryEntries")
+    assert len(listed) < 9000
+    assert listed.startswith("1000 invalid entries in categories.yaml")
+    assert "  - categories[1] (t0): field 'retries': Input should be greater than or equal to 0\n" in listed
+    assert listed.endswith(" more")
+
+
+def test_an_unusable_category_file_does_not_take_the_summary_dag_down(tmp_path, monkeypatch):
+    path = tmp_path / "categories.yaml"
+    path.write_text("categories: [ {name: home\n")
+    monkeypatch.setenv("PIPELINE_CATEGORIES_FILE", str(path))
+    bag = DagBag(dag_folder=DAGS, safe_mode=True)
+    assert "advanced_data_pipeline" in bag.dag_ids
+    assert "advanced_data_pipeline.py" not in {Path(p).name for p in bag.import_errors}

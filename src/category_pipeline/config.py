@@ -8,6 +8,7 @@ entry and field) while every valid entry still becomes a DAG.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -22,7 +23,52 @@ SLUG = re.compile(r"^[a-z](?:[a-z0-9_]{0,38}[a-z0-9])?$")
 CPU_QUANTITY = re.compile(r"^(\d+m|\d+(\.\d+)?)$")
 MEMORY_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 QUANTITIES = {"cpu": (CPU_QUANTITY, "'500m' or '2'"), "memory": (MEMORY_QUANTITY, "'512Mi' or '2Gi'")}
+# Airflow's presets; of these only '@daily' fits a category (one day per run).
 SCHEDULE_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
+MORE_THAN_DAILY_PRESETS = {"@continuous", "@hourly"}
+DAILY_SCHEDULE_HINT = "a category processes one day per run: use '@daily' or 'M H * * *'"
+# The placeholders sources.py fills in a files source's uri and catalog_uri.
+URI_PLACEHOLDERS = ("category", "ds")
+# Error texts stay readable in the Airflow UI, whatever the file holds.
+MAX_PROBLEM_CHARS = 500
+MAX_LABEL_CHARS = 80
+MAX_ERROR_CHARS = 2000
+_NUMBER = re.compile(r"[0-9]{1,2}")
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, a cut shown by a trailing '…'."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def daily_run_time(schedule: str | None) -> tuple[int, int] | None:
+    """(hour, minute) of the day a category schedule fires at, in UTC; None when the DAG is
+    manual only (``schedule`` None). A category processes one day per run, so any schedule
+    that does not fire exactly once every day raises ValueError saying why."""
+    if schedule is None:
+        return None
+    if not isinstance(schedule, str):
+        raise ValueError(f"{clip(repr(schedule), 100)} is not a schedule; {DAILY_SCHEDULE_HINT}")
+    shown = clip(repr(schedule), 100)
+    if schedule in ("@daily", "@midnight"):
+        return (0, 0)
+    if schedule in MORE_THAN_DAILY_PRESETS:
+        raise ValueError(f"{shown} fires more than once a day; {DAILY_SCHEDULE_HINT}")
+    if schedule in SCHEDULE_PRESETS:
+        raise ValueError(f"{shown} does not fire every day; {DAILY_SCHEDULE_HINT}")
+    from croniter import croniter  # Airflow's own cron parser
+
+    if schedule.startswith("@") or not croniter.is_valid(schedule):
+        raise ValueError(f"{shown} is neither a cron expression nor '@daily'; {DAILY_SCHEDULE_HINT}")
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError(f"{shown} has {len(fields)} fields, not 5; {DAILY_SCHEDULE_HINT}")
+    minute, hour, day_of_month, month, day_of_week = fields
+    if not (_NUMBER.fullmatch(minute) and _NUMBER.fullmatch(hour) and int(minute) <= 59 and int(hour) <= 23):
+        raise ValueError(f"{shown} fires more than once a day; {DAILY_SCHEDULE_HINT}")
+    if (day_of_month, month, day_of_week) != ("*", "*", "*"):
+        raise ValueError(f"{shown} does not fire every day; {DAILY_SCHEDULE_HINT}")
+    return (int(hour), int(minute))
 
 
 class _Strict(BaseModel):
@@ -80,6 +126,40 @@ class FileSource(_Strict):
             raise ValueError(f"{value!r} must end in .csv or .parquet")
         return value
 
+    @field_validator("uri", "catalog_uri")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        # Filled with str.format(category=..., ds=...) at run time: check that it will work.
+        allowed = " and ".join(f"{{{name}}}" for name in URI_PLACEHOLDERS)
+        try:
+            parts = list(string.Formatter().parse(value))
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a valid template ({exc}): only {allowed} are filled in, write '{{{{' and '}}}}' for literal braces"
+            ) from None
+        for _, field, spec, conversion in parts:
+            if field is None:
+                continue
+            if field not in URI_PLACEHOLDERS or spec or conversion:
+                shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+                raise ValueError(f"{value!r} has an unknown placeholder {shown!r}: only {allowed} are filled in")
+        return value
+
+
+class Quality(_Strict):
+    """What a day's data must meet to be loaded (enforced by the DAG)."""
+
+    min_rows: int = Field(default=1, ge=0)
+    max_bad_row_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+
+
+class ExecutionTimeouts(_Strict):
+    """Minutes a step's task may run; ``process`` covers validate and compute_metrics."""
+
+    extract: float = Field(default=30, gt=0, le=24 * 60)
+    process: float = Field(default=60, gt=0, le=24 * 60)
+    load: float = Field(default=60, gt=0, le=24 * 60)
+
 
 class Category(_Strict):
     name: str
@@ -91,6 +171,8 @@ class Category(_Strict):
     description: str = ""
     source: SyntheticSource | FileSource = Field(discriminator="kind")
     resources: StepResources
+    quality: Quality = Field(default_factory=Quality)
+    execution_timeout_minutes: ExecutionTimeouts = Field(default_factory=ExecutionTimeouts)
 
     @field_validator("name")
     @classmethod
@@ -105,12 +187,7 @@ class Category(_Strict):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
-        if value is None or value in SCHEDULE_PRESETS:
-            return value
-        from croniter import croniter  # Airflow's own cron parser
-
-        if not croniter.is_valid(value):
-            raise ValueError(f"{value!r} is neither a cron expression nor one of {sorted(SCHEDULE_PRESETS)}")
+        daily_run_time(value)  # raises when it does not fire exactly once a day
         return value
 
     @property
@@ -127,7 +204,7 @@ class CategoryError:
     problems: tuple[str, ...]
 
     def __str__(self) -> str:
-        return f"categories[{self.index}] ({self.name}): " + "; ".join(self.problems)
+        return clip(f"categories[{self.index}] ({self.name}): " + "; ".join(self.problems), MAX_ERROR_CHARS)
 
 
 @dataclass(frozen=True)
@@ -138,6 +215,135 @@ class CategoryConfig:
 
 class CategoryFileError(ValueError):
     """The file itself is unusable (missing, not YAML, wrong top-level shape)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(clip(message, MAX_ERROR_CHARS))
+
+
+class _Mapping(dict):
+    """A YAML mapping that remembers where it is: the line of each key (1-based), and the
+    keys given more than once (the last value is kept; the key is reported)."""
+
+    key_lines: dict[Any, int]
+    duplicates: list[tuple[Any, int]]
+
+
+class _ConstructorMixin:
+    """The safe constructor with three changes, so that no file can take the DAG processor
+    down: duplicate keys are recorded (see _Mapping) instead of silently dropped; an
+    impossible date (``2026-02-30``) stays a string, for pydantic to report the field; an
+    alias (``*name``) is never expanded (see _Loader, _AliasLoader)."""
+
+    def _construct_mapping(self, node):
+        data = _Mapping()
+        data.key_lines, data.duplicates = {}, []
+        yield data
+        if not isinstance(node, yaml.MappingNode):
+            raise yaml.constructor.ConstructorError(None, None, "expected a mapping", node.start_mark)
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys ('<<') are not supported: write the keys out", key_node.start_mark
+                )
+            key = self.construct_object(key_node, deep=False)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain value, not a list or mapping", key_node.start_mark
+                ) from None
+            line = key_node.start_mark.line + 1
+            if key in data:
+                data.duplicates.append((key, line))
+            else:
+                data.key_lines[key] = line
+            data[key] = self.construct_object(value_node, deep=False)
+
+    def _construct_timestamp(self, node):
+        try:
+            return self.construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+class _Loader(_ConstructorMixin, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The fast path (libyaml's parser when present: ~7x faster on a 1000-entry file, DAG
+    parse time). Nodes are shared, so reaching one node twice is exactly an alias: then the
+    file is read again by _AliasLoader, before anything is expanded."""
+
+    def construct_object(self, node, deep=False):
+        if node in self.constructed_objects or node in self.recursive_objects:
+            raise _AliasFound()
+        return super().construct_object(node, deep=deep)
+
+
+@dataclass(frozen=True, repr=False)
+class _Alias:
+    """Where an alias stood: reported as an error of the entry (or the file) holding it."""
+
+    anchor: str
+    line: int
+
+    def __repr__(self) -> str:
+        return f"*{clip(self.anchor, 40)}"
+
+    def problem(self) -> str:
+        return f"line {self.line}: YAML aliases are not supported (*{clip(self.anchor, 40)}): write the value out"
+
+
+_ALIAS_TAG = "!category-pipeline/alias"
+
+
+class _AliasLoader(_ConstructorMixin, yaml.SafeLoader):
+    """The pure-Python loader composing each alias as an _Alias marker, never as the node it
+    names: an alias bomb costs nothing, and the error names the alias's own line."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()
+            return yaml.ScalarNode(_ALIAS_TAG, event.anchor, event.start_mark, event.end_mark)
+        return super().compose_node(parent, index)
+
+    def _construct_alias(self, node):
+        return _Alias(str(node.value), node.start_mark.line + 1)
+
+
+class _AliasFound(Exception):
+    pass
+
+
+for _loader in (_Loader, _AliasLoader):
+    _loader.add_constructor("tag:yaml.org,2002:map", _ConstructorMixin._construct_mapping)
+    _loader.add_constructor("tag:yaml.org,2002:timestamp", _ConstructorMixin._construct_timestamp)
+_AliasLoader.add_constructor(_ALIAS_TAG, _AliasLoader._construct_alias)
+
+
+def _aliases(value: Any, path: str = "") -> list[tuple[str, _Alias]]:
+    """(where, alias) of every alias in ``value``, keys included, in file order."""
+    found: list[tuple[str, _Alias]] = []
+    if isinstance(value, _Alias):
+        found.append((path, value))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, _Alias):
+                found.append((path, key))
+            found += _aliases(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _aliases(item, f"{path}[{index}]")
+    return sorted(found, key=lambda item: item[1].line)
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return f"not valid YAML: {exc}"
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = exc.context or ""
+    if context and exc.context_mark is not None and exc.context_mark is not mark:
+        context += f" (line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    problem = exc.problem or ""
+    return f"{where}not valid YAML: " + ": ".join(part for part in (context, problem) if part)
 
 
 def _merge(defaults: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
@@ -169,27 +375,70 @@ def _describe(error: ValidationError) -> tuple[str, ...]:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        problems.append(f"field '{loc}': {message}" if loc else message)
+        problems.append(clip(f"field '{loc}': {message}" if loc else message, MAX_PROBLEM_CHARS))
     return tuple(problems)
+
+
+def _duplicate_keys(value: Any, path: str = "") -> list[tuple[str, Any, int]]:
+    """(where, key, line) of every key given twice in ``value``'s mappings, in file order."""
+    found: list[tuple[str, Any, int]] = []
+    if isinstance(value, dict):
+        found += [(path, key, line) for key, line in getattr(value, "duplicates", ())]
+        for key, item in value.items():
+            found += _duplicate_keys(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _duplicate_keys(item, f"{path}[{index}]")
+    return sorted(found, key=lambda item: item[2])
+
+
+def _duplicate_problem(path: str, key: Any, line: int) -> str:
+    field = f"{path}.{key}" if path else str(key)
+    return clip(f"field '{field}': duplicate key (line {line}): give it once", MAX_PROBLEM_CHARS)
+
+
+def _key_line(document: Any, *keys: Any) -> str:
+    lines = [getattr(document, "key_lines", {}).get(key) for key in keys]
+    lines = [line for line in lines if line is not None]
+    return f"line {min(lines)}: " if lines else ""
 
 
 def parse_categories(document: Any, source: str = "categories.yaml") -> CategoryConfig:
     if not isinstance(document, dict) or not isinstance(document.get("categories"), list):
-        raise CategoryFileError(f"{source}: expected a mapping with a 'categories' list")
+        where = _key_line(document, "categories") if isinstance(document, dict) else ""
+        raise CategoryFileError(f"{source}: {where}expected a mapping with a 'categories' list")
+    for key, line in getattr(document, "duplicates", ()):
+        raise CategoryFileError(f"{source}: line {line}: duplicate top-level key {clip(repr(key), 100)}")
     unknown_top = set(document) - {"defaults", "categories"}
     if unknown_top:
-        raise CategoryFileError(f"{source}: unknown top-level keys {sorted(unknown_top)}")
+        shown = clip(repr(sorted(map(str, unknown_top))), 500)
+        raise CategoryFileError(f"{source}: {_key_line(document, *unknown_top)}unknown top-level keys {shown}")
     defaults = document.get("defaults") or {}
     if not isinstance(defaults, dict):
-        raise CategoryFileError(f"{source}: 'defaults' must be a mapping")
+        raise CategoryFileError(f"{source}: {_key_line(document, 'defaults')}'defaults' must be a mapping")
+    for path, key, line in _duplicate_keys(defaults, "defaults"):
+        raise CategoryFileError(f"{source}: line {line}: duplicate key {clip(repr(key), 100)} in '{path}'")
+    for _, alias in _aliases({key: value for key, value in document.items() if key != "categories"}):
+        raise CategoryFileError(f"{source}: {alias.problem()}")
 
     valid: list[Category] = []
     errors: list[CategoryError] = []
     seen: dict[str, int] = {}
     for index, entry in enumerate(document["categories"]):
         label = str(entry.get("name", "<no name>")) if isinstance(entry, dict) else repr(entry)
+        label = clip(label, MAX_LABEL_CHARS)
+        aliases = _aliases(entry)
+        if aliases:
+            problems = (f"field '{where}': {alias.problem()}" if where else alias.problem() for where, alias in aliases)
+            errors.append(CategoryError(index, label, tuple(clip(p, MAX_PROBLEM_CHARS) for p in problems)))
+            continue
         if not isinstance(entry, dict):
             errors.append(CategoryError(index, label, ("entry must be a mapping",)))
+            continue
+        duplicates = _duplicate_keys(entry)
+        if duplicates:
+            # Which of the values was meant is unknown: the entry is not used.
+            errors.append(CategoryError(index, label, tuple(_duplicate_problem(*item) for item in duplicates)))
             continue
         try:
             category = Category.model_validate(_merge(defaults, entry))
@@ -207,14 +456,29 @@ def parse_categories(document: Any, source: str = "categories.yaml") -> Category
 
 
 def load_categories(path: str | Path) -> CategoryConfig:
+    """The valid categories of the file and the errors of the others; CategoryFileError
+    (naming the file and, where known, the line) when the file as a whole is unusable."""
     path = Path(path)
     try:
-        # libyaml's loader when present: ~7x faster on a 1000-entry file (DAG parse time).
-        document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = path.read_bytes()
     except OSError as exc:
         raise CategoryFileError(f"{path}: cannot read: {exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise CategoryFileError(f"{path}: line {line}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    try:
+        document = yaml.load(text, Loader=_Loader)
+    except _AliasFound:
+        try:
+            document = yaml.load(text, Loader=_AliasLoader)
+        except yaml.YAMLError as exc:
+            raise CategoryFileError(f"{path}: {_yaml_error(exc)}") from None
     except yaml.YAMLError as exc:
-        raise CategoryFileError(f"{path}: not valid YAML: {exc}") from exc
+        raise CategoryFileError(f"{path}: {_yaml_error(exc)}") from None
+    except (ValueError, TypeError, RecursionError) as exc:  # e.g. a constructor's own error
+        raise CategoryFileError(f"{path}: cannot be loaded: {type(exc).__name__}: {exc}") from None
     return parse_categories(document, source=str(path))
 
 
