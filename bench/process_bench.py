@@ -6,7 +6,7 @@ and write the same three outputs: clean orders (with category, order_date and am
 quarantine (with reason) and per-product metrics. The project side is exactly what the
 DAG runs: ``process.validate`` then ``process.compute_metrics``. The pandas side is what a
 competent engineer writes with default pandas: ``pd.read_parquet`` (numpy-backed dtypes),
-the same five quarantine rules in the same priority order, vectorized, ``to_parquet``
+the same quarantine rules in the same priority order (duplicates with ``duplicated``), vectorized, ``to_parquet``
 (pandas' default compression), ``groupby`` on the clean frame already in memory.
 
 Each implementation runs in its own child process (``--run``), so that its peak RSS is its
@@ -77,7 +77,7 @@ def run_pandas(raw: str, catalog: str, out: Path) -> dict:
     import numpy as np
     import pandas as pd
 
-    from category_pipeline.process import REASONS
+    from category_pipeline.process import MAX_AMOUNT, REASONS
     from category_pipeline.schema import CLEAN_ORDERS, PRODUCT_METRICS, QUARANTINE, REQUIRED_RAW_FIELDS
 
     start, cpu = time.perf_counter(), time.process_time()
@@ -86,20 +86,27 @@ def run_pandas(raw: str, catalog: str, out: Path) -> dict:
     day_start = pd.Timestamp(DAY, tz="UTC")
     day_end = day_start + pd.Timedelta(days=1)
     ordered_at = orders["ordered_at"]
+    if "raw" not in orders:  # staged from a synthetic source: no unparseable rows
+        orders["raw"] = None
     rules = [  # in REASONS order: np.select takes the first that applies
+        orders["raw"].notna(),
         orders[list(REQUIRED_RAW_FIELDS)].isna().any(axis=1),
+        ~((orders["quantity"] * orders["unit_price"]).abs() < MAX_AMOUNT),  # NaN, inf, overflow
         orders["unit_price"] < 0,
         orders["quantity"] <= 0,
         ~orders["product_id"].isin(known),
         (ordered_at < day_start) | (ordered_at >= day_end),
     ]
+    good = ~np.logical_or.reduce(rules)
+    # duplicate_order_id, last: a later good row with the order_id of an earlier good row.
+    rules.append(good & orders["order_id"].where(good).duplicated(keep="first").to_numpy())
     code = np.select(rules, list(range(1, len(REASONS) + 1)), default=0)  # 0: good row
     bad = code > 0
 
-    quarantine = orders[bad].assign(reason=np.asarray(REASONS, dtype=object)[code[bad] - 1])
+    quarantine = orders[bad].assign(reason=np.asarray(REASONS, dtype=object)[code[bad] - 1])[QUARANTINE.names]
     quarantine.to_parquet(out / "quarantine.parquet", index=False, schema=QUARANTINE)
 
-    clean = orders[~bad]
+    clean = orders[~bad].drop(columns=["raw"])
     clean = clean.assign(
         category=CATEGORY, order_date=DAY, amount=(clean["quantity"] * clean["unit_price"]).round(2)
     )[CLEAN_ORDERS.names]

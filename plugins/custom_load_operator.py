@@ -40,10 +40,14 @@ class CustomLoadOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, dict[str, int]]:
         # Imported here, not at the top: DAG files import this module, and parsing them
         # should not load pyarrow.
+        from category_pipeline.failures import fail_fast
         from category_pipeline.loader import load_partition
         from category_pipeline.warehouse import Warehouse
 
         connection = BaseHook.get_connection(self.warehouse_conn_id)
-        warehouse = Warehouse.from_airflow_connection(self.warehouse_conn_id, connection)
-        self.log.info("Loading %s into %r, partition %s", dict(self.datasets), warehouse, dict(self.partition))
-        return load_partition(warehouse, dict(self.datasets), dict(self.partition))
+        # A dataset that does not fit its table fails at once; a lost connection or a timeout
+        # is left to the task's retries.
+        with fail_fast():
+            warehouse = Warehouse.from_airflow_connection(self.warehouse_conn_id, connection)
+            self.log.info("Loading %s into %r, partition %s", dict(self.datasets), warehouse, dict(self.partition))
+            return load_partition(warehouse, dict(self.datasets), dict(self.partition))

@@ -289,3 +289,16 @@ def test_an_unusable_category_file_does_not_take_the_summary_dag_down(tmp_path, 
     bag = DagBag(dag_folder=DAGS, safe_mode=True)
     assert "advanced_data_pipeline" in bag.dag_ids
     assert "advanced_data_pipeline.py" not in {Path(p).name for p in bag.import_errors}
+
+
+@pytest.mark.parametrize("category", CATEGORIES, ids=lambda c: c.name)
+def test_every_step_has_the_execution_timeout_of_its_category(dagbag, category):
+    from datetime import timedelta
+
+    dag = dagbag.dags[category.dag_id]
+    minutes = category.execution_timeout_minutes
+    expected = {"extract": minutes.extract, "process.validate": minutes.process,
+                "process.compute_metrics": minutes.process, "load": minutes.load}
+    for task_id, limit in expected.items():
+        assert dag.get_task(task_id).execution_timeout == timedelta(minutes=limit), task_id
+    assert dag.params["enforce_quality_gate"] is True

@@ -12,6 +12,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 from custom_load_operator import CustomLoadOperator
 
 from category_pipeline import synthetic
@@ -140,15 +141,18 @@ def test_postgres_password_with_uri_characters_is_passed_intact(tmp_path, monkey
 @pytest.mark.parametrize("conn_type", ["mysql", "http", None])
 def test_unsupported_connection_type_is_refused_naming_the_connection(tmp_path, monkeypatch, conn_type):
     monkeypatch.setenv(ENV, json.dumps({"conn_type": conn_type, "host": "db.example", "password": "secret-pw"}))
-    with pytest.raises(WarehouseConfigError, match=CONN_ID) as raised:
+    # A config error: the task fails at once (no retries), with the config error as its cause.
+    with pytest.raises(AirflowFailException, match=CONN_ID) as raised:
         _operator({"orders": _stage_orders(tmp_path, rows=10)}).execute(context={})
+    assert isinstance(raised.value.__cause__, WarehouseConfigError)
     assert "secret-pw" not in str(raised.value)
 
 
 def test_postgres_connection_without_host_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, json.dumps({"conn_type": "postgres", "login": "u", "schema": "db"}))
-    with pytest.raises(WarehouseConfigError, match=CONN_ID):
+    with pytest.raises(AirflowFailException, match=CONN_ID) as raised:
         _operator({"orders": _stage_orders(tmp_path, rows=10)}).execute(context={})
+    assert isinstance(raised.value.__cause__, WarehouseConfigError)
 
 
 def test_datasets_and_partition_are_templated():

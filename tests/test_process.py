@@ -30,8 +30,13 @@ def _orders(category="home", day=DAY, rows=3_000, products=20, bad_row_ratio=0.0
 
 def _expected_reason(row: dict, known: set[str], day: date) -> str | None:
     """The documented rules, in their documented order, in plain Python."""
+    if row.get("raw") is not None:
+        return "unparseable"
     if any(row[name] is None for name in REQUIRED):
         return "null_field"
+    amount = row["quantity"] * row["unit_price"]
+    if not math.isfinite(row["unit_price"]) or not abs(amount) < 1.7976931348623157e308 / 100:
+        return "invalid_price"
     if row["unit_price"] < 0:
         return "negative_price"
     if row["quantity"] <= 0:
@@ -66,7 +71,16 @@ class Staged:
         )
 
     def expected_reasons(self) -> list[str | None]:
-        return [_expected_reason(row, self.known, self.day) for row in self.raw_rows]
+        """Row rules, then: a later row with the order_id of an earlier good row is a duplicate."""
+        reasons, kept = [], set()
+        for row in self.raw_rows:
+            reason = _expected_reason(row, self.known, self.day)
+            if reason is None:
+                if row["order_id"] in kept:
+                    reason = "duplicate_order_id"
+                kept.add(row["order_id"])
+            reasons.append(reason)
+        return reasons
 
 
 def _synthetic_staged(folder, rows=3_000, products=20, bad_row_ratio=0.1, category="home") -> Staged:
@@ -186,6 +200,7 @@ def test_quarantine_dataset_holds_the_bad_rows_with_their_reason(tmp_path):
     for row in quarantine.to_pylist():
         original = raw_by_id[row.pop("order_id")]
         reason = row.pop("reason")
+        assert row.pop("raw") is None
         assert reason == _expected_reason(original, staged.known, DAY)
         assert row == {k: v for k, v in original.items() if k != "order_id"}
 
@@ -248,6 +263,7 @@ def test_handcrafted_bad_row_is_quarantined_with_its_reason(tmp_path, bad, reaso
     quarantine = pq.read_table(result["quarantine_uri"]).to_pylist()
     assert len(quarantine) == 1
     assert quarantine[0].pop("reason") == reason
+    assert quarantine[0].pop("raw") is None
     assert quarantine[0] == bad
 
 

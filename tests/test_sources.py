@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from category_pipeline import process, sources
 from category_pipeline.config import Category
 from category_pipeline.extract import extract
-from category_pipeline.schema import CATALOG, RAW_ORDERS
+from category_pipeline.schema import CATALOG, QUARANTINE, RAW_ORDERS, STAGED_RAW_ORDERS
 from category_pipeline.sources import SourceError
 
 DAY = date(2026, 2, 3)
@@ -95,8 +96,15 @@ def _orders_path(folder: Path, suffix: str, name="books", day=DAY) -> Path:
     return folder / name / f"orders_{day.isoformat()}.{suffix}"
 
 
+def _read_staged(category: Category, day: date = DAY) -> pa.Table:
+    return pa.Table.from_batches(list(sources.orders(category, day)), STAGED_RAW_ORDERS)
+
+
 def _read_orders(category: Category, day: date = DAY) -> pa.Table:
-    return pa.Table.from_batches(list(sources.orders(category, day)), RAW_ORDERS)
+    """The orders read, in RAW_ORDERS: every row parsed (no raw text kept)."""
+    staged = _read_staged(category, day)
+    assert staged.column("raw").null_count == staged.num_rows
+    return staged.drop_columns(["raw"])
 
 
 # --- reading --------------------------------------------------------------------------
@@ -209,18 +217,73 @@ def test_csv_row_with_empty_order_id_is_quarantined(tmp_path):
     assert pq.read_table(result["clean_uri"]).column("order_id").to_pylist() == ["o1"]
 
 
-def test_csv_with_unparseable_quantity_raises_source_error_naming_the_file(tmp_path):
-    rows = [dict(ORDERS[0]), dict(ORDERS[1], quantity="abc")]
-    _write_csv(_orders_path(tmp_path, "csv"), rows)
+def _validate_extracted(tmp_path, source: Path) -> dict:
+    extracted = extract(_category(source, "csv"), DAY, str(tmp_path / "staging"))
+    return process.validate(
+        extracted["raw_uri"],
+        extracted["catalog_uri"],
+        "books",
+        DAY,
+        str(tmp_path / "clean.parquet"),
+        str(tmp_path / "quarantine.parquet"),
+    )
+
+
+@pytest.mark.parametrize(
+    "column,text",
+    [("quantity", "abc"), ("quantity", "2.5"), ("quantity", "99999999999"), ("unit_price", "9,99"), ("ordered_at", "yesterday")],
+)
+def test_csv_unparseable_cell_quarantines_only_its_row_with_its_text(tmp_path, column, text):
+    source = tmp_path / "source"
+    rows = [ORDERS[0], dict(ORDERS[1], **{column: text}), ORDERS[2]]
+    _write_csv(_orders_path(source, "csv"), rows)
+    _write_csv(source / "books" / "catalog.csv", CATALOG_ROWS)
+    result = _validate_extracted(tmp_path, source)
+    assert result["quarantine_reasons"] == {"unparseable": 1}
+    assert pq.read_table(result["clean_uri"]).column("order_id").to_pylist() == ["o1", "o3"]
+    quarantine = pq.read_table(result["quarantine_uri"])
+    assert quarantine.schema.equals(QUARANTINE)
+    (row,) = quarantine.to_pylist()
+    assert row["order_id"] == "o2" and row["reason"] == "unparseable"
+    assert row[column] is None  # the typed cell that did not parse
+    raw = json.loads(row["raw"])
+    assert raw[column] == text
+    assert raw["order_id"] == "o2" and raw["product_id"] == "P2"
+
+
+def test_csv_unparseable_cells_in_many_rows_of_a_large_file(tmp_path):
+    source = tmp_path / "source"
+    rows = [dict(ORDERS[0], order_id=f"o{i}") for i in range(5_000)]
+    bad = {7, 1_234, 1_235, 4_999}
+    for i in bad:
+        rows[i]["quantity"] = "x"
+    _write_csv(_orders_path(source, "csv"), rows)
+    staged = _read_staged(_category(source, "csv"))
+    assert staged.num_rows == 5_000
+    raw = staged.column("raw").to_pylist()
+    assert {i for i, text in enumerate(raw) if text is not None} == bad
+    assert staged.column("quantity").null_count == len(bad)
+
+
+def test_csv_catalog_with_unparseable_price_still_raises_source_error(tmp_path):
+    _write_csv(tmp_path / "books" / "catalog.csv", [{"product_id": "P1", "list_price": "cheap"}])
+    with pytest.raises(SourceError, match="catalog"):
+        sources.catalog(_category(tmp_path, "csv"), DAY)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_corrupt_parquet_source_raises_source_error_naming_the_file(tmp_path, damage):
+    path = _orders_path(tmp_path, "parquet")
+    _write_parquet(path, pa.Table.from_pylist(ORDERS * 2_000, RAW_ORDERS))
+    content = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(content[: len(content) // 2])
+    else:
+        path.write_bytes(content[:4] + bytes(len(content) // 2) + content[4 + len(content) // 2 :])
     with pytest.raises(SourceError) as raised:
-        _read_orders(_category(tmp_path, "csv"))
-    assert str(_orders_path(tmp_path, "csv")) in str(raised.value)
-
-
-def test_csv_with_unparseable_timestamp_raises_source_error(tmp_path):
-    _write_csv(_orders_path(tmp_path, "csv"), [dict(ORDERS[0], ordered_at="yesterday")])
-    with pytest.raises(SourceError, match="orders_"):
-        _read_orders(_category(tmp_path, "csv"))
+        _read_orders(_category(tmp_path, "parquet"))
+    assert str(path) in str(raised.value)
+    assert isinstance(raised.value.__cause__, (pa.ArrowException, OSError))
 
 
 def test_parquet_with_unconvertible_value_raises_source_error(tmp_path):
@@ -253,7 +316,7 @@ def test_extract_lands_raw_orders_and_catalog_in_staging(tmp_path, suffix):
     assert result["rows"] == len(ORDERS)
     assert result["raw_uri"] == f"{staging}/books/{DAY}/raw_orders.parquet"
     assert result["catalog_uri"] == f"{staging}/books/{DAY}/catalog.parquet"
-    assert pq.read_table(result["raw_uri"]).to_pylist() == ORDERS
+    assert pq.read_table(result["raw_uri"]).drop_columns(["raw"]).to_pylist() == ORDERS
     assert pq.read_table(result["catalog_uri"]).to_pylist() == CATALOG_ROWS
     assert _staged_files(staging) == [f"books/{DAY}/catalog.parquet", f"books/{DAY}/raw_orders.parquet"]
 

@@ -36,7 +36,7 @@ def test_one_broken_category_is_named_and_the_others_summarised(tmp_path):
     result = summary.summarize(extracted, DAY, str(tmp_path / "staging"))
     assert result["categories"] == 2
     assert set(result["missing"]) == {"books"}
-    assert result["missing"]["books"].startswith("SourceError: source file ") and "does not exist" in result["missing"]["books"]
+    assert result["missing"]["books"].startswith("SourceMissing: source file ") and "does not exist" in result["missing"]["books"]
     table = pq.read_table(result["summary_uri"]).to_pylist()
     assert sorted(row["category"] for row in table) == ["garden", "toys"]
     assert {row["category"]: row["orders"] + row["quarantined"] for row in table} == {"garden": 500, "toys": 300}

@@ -7,21 +7,34 @@ the same tasks just run.
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime, timedelta, timezone
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, TaskGroup, task
+from airflow.sdk import DAG, Param, TaskGroup, task
 
 from category_pipeline.config import Category
+from category_pipeline.failures import fail_fast
 from category_pipeline.k8s import WAREHOUSE_CONN_ID, pod_override
 from category_pipeline.schedule import daily_timetable
 
 # The data steps (pyarrow) are imported inside the tasks: parsing the DAGs never needs them.
 
+log = logging.getLogger(__name__)
+GATE_PARAM = "enforce_quality_gate"
+
+
+def _source_text(category: Category) -> str:
+    source = category.source
+    if source.kind == "files":
+        return f"files {source.uri}"
+    return f"synthetic source ({source.rows_per_day:,} rows a day, {source.products} products)"
+
 
 def build_category_dag(category: Category, load_operator: type) -> DAG:
     """``load_operator`` is the plugin's CustomLoadOperator (passed in: plugins are not a package)."""
     name = category.name
+    timeouts = category.execution_timeout_minutes
     with DAG(
         dag_id=category.dag_id,
         description=category.description or f"Daily orders pipeline of the {name} category",
@@ -36,6 +49,17 @@ def build_category_dag(category: Category, load_operator: type) -> DAG:
             "retries": category.retries,
             "retry_delay": timedelta(minutes=category.retry_delay_minutes),
         },
+        params={
+            GATE_PARAM: Param(
+                True,
+                type="boolean",
+                description=(
+                    f"Fail validate (and load nothing) when the day has fewer than "
+                    f"{category.quality.min_rows} rows or more than {category.quality.max_bad_row_ratio:.0%} "
+                    "of them quarantined. Switch off in a manual run to load such a day anyway."
+                ),
+            )
+        },
         doc_md=(
             f"Generated from the `{name}` entry of `categories.yaml`.\n\n"
             "Each run processes one order date, its **logical date**: a scheduled run the last "
@@ -45,35 +69,51 @@ def build_category_dag(category: Category, load_operator: type) -> DAG:
     ) as dag:
         process_pod = {"pod_override": pod_override(category, "process")}
 
-        @task
+        @task(execution_timeout=timedelta(minutes=timeouts.extract))
         def extract(ds: str | None = None) -> dict:
             from category_pipeline.extract import extract as extract_orders
             from category_pipeline.storage import staging_root
 
-            return extract_orders(category, date.fromisoformat(ds), staging_root())
+            with fail_fast():
+                landed = extract_orders(category, date.fromisoformat(ds), staging_root())
+            log.info("extract: %s rows of %s for %s landed from the %s at %s",
+                     f"{landed['rows']:,}", name, ds, _source_text(category), landed["raw_uri"])
+            return landed
 
-        @task(multiple_outputs=True, executor_config=process_pod)
-        def validate(extracted: dict, ds: str | None = None) -> dict:
+        @task(multiple_outputs=True, executor_config=process_pod, execution_timeout=timedelta(minutes=timeouts.process))
+        def validate(extracted: dict, ds: str | None = None, params: dict | None = None) -> dict:
+            from category_pipeline import quality
             from category_pipeline.process import validate as validate_orders
             from category_pipeline.storage import dataset_uri, staging_root
 
             day = date.fromisoformat(ds)
             root = staging_root()
-            return validate_orders(
-                extracted["raw_uri"],
-                extracted["catalog_uri"],
-                name,
-                day,
-                clean_uri=dataset_uri(root, name, day, "clean_orders"),
-                quarantine_uri=dataset_uri(root, name, day, "quarantine"),
-            )
+            with fail_fast():
+                result = validate_orders(
+                    extracted["raw_uri"],
+                    extracted["catalog_uri"],
+                    name,
+                    day,
+                    clean_uri=dataset_uri(root, name, day, "clean_orders"),
+                    quarantine_uri=dataset_uri(root, name, day, "quarantine"),
+                )
+                rows = result["clean_rows"] + result["quarantined_rows"]
+                if (params or {}).get(GATE_PARAM, True):
+                    quality.check(name, day, rows, result["quarantined_rows"], category.quality)
+                else:
+                    log.warning("quality gate of %s for %s switched off by the run's params (%s=false)", name, ds, GATE_PARAM)
+            return result
 
-        @task(multiple_outputs=True, executor_config=process_pod)
+        @task(multiple_outputs=True, executor_config=process_pod, execution_timeout=timedelta(minutes=timeouts.process))
         def compute_metrics(clean_uri: str, ds: str | None = None) -> dict:
             from category_pipeline.process import compute_metrics as metrics_of
             from category_pipeline.storage import dataset_uri, staging_root
 
-            return metrics_of(clean_uri, dataset_uri(staging_root(), name, ds, "metrics"))
+            with fail_fast():
+                metrics = metrics_of(clean_uri, dataset_uri(staging_root(), name, ds, "metrics"))
+            log.info("compute_metrics: %s products of %s for %s, at %s",
+                     f"{metrics['rows']:,}", name, ds, metrics["metrics_uri"])
+            return metrics
 
         start = EmptyOperator(task_id="start")
         extracted = extract()
@@ -86,6 +126,7 @@ def build_category_dag(category: Category, load_operator: type) -> DAG:
             partition={"category": name, "order_date": "{{ ds }}"},
             warehouse_conn_id=WAREHOUSE_CONN_ID,
             executor_config={"pod_override": pod_override(category, "load")},
+            execution_timeout=timedelta(minutes=timeouts.load),
         )
         end = EmptyOperator(task_id="end")
         start >> extracted

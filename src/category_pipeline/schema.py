@@ -20,7 +20,12 @@ REQUIRED_RAW_FIELDS = ("order_id", "ordered_at", "product_id", "quantity", "unit
 
 CATALOG = pa.schema([("product_id", pa.string()), ("list_price", pa.float64())])
 
-QUARANTINE = RAW_ORDERS.append(pa.field("reason", pa.string()))
+# The original text of a row a file source could not parse (a JSON object of its cells as read),
+# null for every other row. Staged raw orders carry it (file sources), so does the quarantine.
+RAW_TEXT = pa.field("raw", pa.string())
+STAGED_RAW_ORDERS = RAW_ORDERS.append(RAW_TEXT)
+
+QUARANTINE = RAW_ORDERS.append(pa.field("reason", pa.string())).append(RAW_TEXT)
 
 # The raw columns, with the partition columns in front and the line amount behind.
 CLEAN_ORDERS = pa.schema(
