@@ -7,9 +7,9 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from category_pipeline.failures import fail_fast, is_transient
 from category_pipeline.loader import LoadError
-from category_pipeline.process import DatasetReadError
 from category_pipeline.quality import QualityGateError
 from category_pipeline.sources import SourceError, SourceMissing
+from category_pipeline.storage import DatasetReadError
 from category_pipeline.warehouse import WarehouseConfigError, WarehouseTimeout
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from category_pipeline import process, synthetic
 from category_pipeline.schema import RAW_ORDERS
-from category_pipeline.storage import read_batches
+from category_pipeline.storage import DatasetReadError, read_batches
 from tests.test_process import CATALOG_TABLE, DAY, NOON, Staged, _orders, _row, _synthetic_staged
 
 INF, NAN = float("inf"), float("nan")
@@ -167,7 +167,7 @@ def test_corrupt_staged_input_of_validate_names_the_file(tmp_path, damage, which
     staged = _synthetic_staged(tmp_path, rows=20_000)
     path = staged.raw_uri if which == "raw" else staged.catalog_uri
     damage(path)
-    with pytest.raises(process.DatasetReadError) as raised:
+    with pytest.raises(DatasetReadError) as raised:
         staged.validate()
     assert path in str(raised.value)
     assert isinstance(raised.value.__cause__, (pa.ArrowException, OSError))
@@ -177,7 +177,7 @@ def test_corrupt_clean_dataset_of_compute_metrics_names_the_file(tmp_path):
     staged = _synthetic_staged(tmp_path, rows=5_000)
     clean_uri = staged.validate()["clean_uri"]
     _truncate(clean_uri)
-    with pytest.raises(process.DatasetReadError, match="corrupt or truncated") as raised:
+    with pytest.raises(DatasetReadError, match="corrupt or truncated") as raised:
         process.compute_metrics(clean_uri, str(tmp_path / "metrics.parquet"))
     assert clean_uri in str(raised.value)
 
@@ -185,7 +185,7 @@ def test_corrupt_clean_dataset_of_compute_metrics_names_the_file(tmp_path):
 def test_corrupt_raw_dataset_of_daily_totals_names_the_file(tmp_path):
     staged = _synthetic_staged(tmp_path, rows=5_000)
     _truncate(staged.raw_uri)
-    with pytest.raises(process.DatasetReadError) as raised:
+    with pytest.raises(DatasetReadError) as raised:
         process.daily_totals(staged.raw_uri, staged.catalog_uri, "home", DAY)
     assert staged.raw_uri in str(raised.value)
 

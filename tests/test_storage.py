@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from category_pipeline.storage import write_dataset
+from category_pipeline.storage import DatasetReadError, read_batches, read_metadata, read_schema, write_dataset
 
 SCHEMA = pa.schema([("id", pa.int64()), ("label", pa.string())])
 
@@ -161,3 +161,16 @@ def test_completed_write_appears_whole_and_rerun_replaces_it_whole(tmp_path):
     assert seen_during_rerun == [10_000] * 4
     assert pq.read_table(final).equals(pa.Table.from_batches(list(_batches(3, 1_000))))
     assert [path.name for path in tmp_path.iterdir()] == [final.name]
+
+
+@pytest.mark.parametrize("read", [lambda uri: list(read_batches(uri)), read_metadata, read_schema],
+                         ids=["read_batches", "read_metadata", "read_schema"])
+def test_every_read_of_a_truncated_dataset_names_the_file(tmp_path, read):
+    """Process and load both read staged datasets through these: a corrupt one is named."""
+    path = tmp_path / "clean_orders.parquet"
+    write_dataset(str(path), SCHEMA, _batches(3, 1000))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DatasetReadError, match=f"staged dataset {path} is corrupt or truncated"):
+        read(str(path))
+    with pytest.raises(FileNotFoundError):
+        read(str(tmp_path / "missing.parquet"))

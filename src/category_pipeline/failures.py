@@ -17,9 +17,9 @@ def deterministic_errors() -> tuple[type[BaseException], ...]:
     # Imported when needed: DAG files import this module, and parsing them stays light.
     from category_pipeline.config import CategoryFileError
     from category_pipeline.loader import LoadError
-    from category_pipeline.process import DatasetReadError
     from category_pipeline.quality import QualityGateError
     from category_pipeline.sources import SourceError
+    from category_pipeline.storage import DatasetReadError
     from category_pipeline.warehouse import WarehouseConfigError
 
     return (LoadError, DatasetReadError, QualityGateError, SourceError, WarehouseConfigError, CategoryFileError)

@@ -60,11 +60,6 @@ ROW_REASONS = REASONS[:-1]  # decided by the row alone; the last needs the rows 
 # Amounts at or beyond this overflow when rounded to cents (x 100): not a price, an error.
 MAX_AMOUNT = np.finfo(np.float64).max / 100
 
-
-class DatasetReadError(ValueError):
-    """A staged dataset could not be read: corrupt or truncated. Names the file; the
-    original error is the cause."""
-
 # Batches handed to the writer thread and not yet written, at most: bounds memory.
 WRITES_IN_FLIGHT = 2
 
@@ -199,7 +194,7 @@ _SHARED = 0xFFFF
 def _hashes_ahead(raw_uri: str):
     """The hash of each order_id, batch by batch: the next batch decoded and hashed on a
     worker thread while the caller marks the buckets of this one."""
-    batches = _read(raw_uri, columns=["order_id"], use_threads=False)
+    batches = read_batches(raw_uri, columns=["order_id"], use_threads=False)
 
     def next_hashes() -> np.ndarray | None:
         batch = next(batches, None)
@@ -314,7 +309,7 @@ def validate(
     try:
         with _WriterThread() as writes:
             # Decoded on this thread: the writer thread keeps the other core busy.
-            for batch in _read(raw_uri, use_threads=False):
+            for batch in read_batches(raw_uri, use_threads=False):
                 rows_in += batch.num_rows
                 found, bad = classify(batch)
                 good = batch
@@ -368,27 +363,8 @@ def _quarantined(bad: pa.RecordBatch, reason: pa.Array) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=QUARANTINE)
 
 
-def _read(uri: str, **options):
-    """``read_batches`` that names the file when it is corrupt or truncated."""
-    try:
-        yield from read_batches(uri, **options)
-    except FileNotFoundError:
-        raise
-    except (pa.ArrowException, OSError) as exc:
-        raise DatasetReadError(f"staged dataset {uri} is corrupt or truncated: {exc}") from exc
-
-
 def _rows(uri: str) -> int:
-    return _metadata(uri).num_rows
-
-
-def _metadata(uri: str):
-    try:
-        return read_metadata(uri)
-    except FileNotFoundError:
-        raise
-    except (pa.ArrowException, OSError) as exc:
-        raise DatasetReadError(f"staged dataset {uri} is corrupt or truncated: {exc}") from exc
+    return read_metadata(uri).num_rows
 
 
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
@@ -425,7 +401,7 @@ class _WriterThread:
 
 def _product_ids(catalog_uri: str) -> pa.Array:
     return pa.concat_arrays(
-        [batch.column("product_id") for batch in _read(catalog_uri, columns=["product_id"])]
+        [batch.column("product_id") for batch in read_batches(catalog_uri, columns=["product_id"])]
         or [pa.array([], pa.string())]
     )
 
@@ -510,7 +486,7 @@ def _fold(partials: list[pa.Table]) -> pa.Table:
 
 def _never_null(uri: str, column: str) -> bool:
     """Do the file's statistics show that ``column`` has no null in any row group?"""
-    metadata = _metadata(uri)
+    metadata = read_metadata(uri)
     index = metadata.schema.names.index(column)
     for group in range(metadata.num_row_groups):
         chunk = metadata.row_group(group).column(index)
@@ -526,7 +502,7 @@ def compute_metrics(clean_uri: str, metrics_uri: str) -> dict:
     columns = ["category", "order_date", "product_id", "quantity", "amount"]
     if not _never_null(clean_uri, "order_id"):
         columns.append("order_id")
-    batches = _read(clean_uri, columns=columns, read_dictionary=["category", "product_id"])
+    batches = read_batches(clean_uri, columns=columns, read_dictionary=["category", "product_id"])
     metrics = product_metrics(batches)
     rows = write_dataset(metrics_uri, PRODUCT_METRICS, metrics.to_batches())
     return {"metrics_uri": metrics_uri, "rows": rows}
@@ -538,7 +514,7 @@ def daily_totals(raw_uri: str, catalog_uri: str, category: str, day: date) -> di
     classify = _Classifier(_product_ids(catalog_uri), day, raw_uri)
     orders = units = quarantined = 0
     revenue = 0.0
-    for batch in _read(raw_uri):
+    for batch in read_batches(raw_uri):
         kept = batch.filter(pc.invert(classify(batch)[1]))
         quarantined += batch.num_rows - kept.num_rows
         orders += kept.num_rows

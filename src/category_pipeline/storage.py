@@ -4,6 +4,7 @@ under its final name only once it is complete."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -16,6 +17,23 @@ from pyarrow import fs
 
 STAGING_ENV = "PIPELINE_STAGING_URI"
 BATCH_ROWS = 256 * 1024
+
+
+class DatasetReadError(ValueError):
+    """A staged dataset could not be read: corrupt or truncated. Names the file; the
+    original error is the cause."""
+
+
+@contextlib.contextmanager
+def _naming_the_dataset(uri: str) -> Iterator[None]:
+    """Every read of a staged dataset: a corrupt or truncated file is named (a missing one
+    stays FileNotFoundError)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetReadError(f"staged dataset {uri} is corrupt or truncated: {exc}") from exc
 
 
 def staging_root() -> str:
@@ -92,7 +110,7 @@ def read_batches(
     row groups of about ``batch_rows`` rows in all (or one larger group), so memory stays
     bounded however large the file, and small row groups still make full batches."""
     filesystem, path = resolve(uri)
-    with filesystem.open_input_file(path) as handle:
+    with _naming_the_dataset(uri), filesystem.open_input_file(path) as handle:
         parquet = pq.ParquetFile(handle, read_dictionary=read_dictionary)
         metadata = parquet.metadata
         run: list[int] = []
@@ -109,13 +127,13 @@ def read_batches(
 
 def read_metadata(uri: str) -> pq.FileMetaData:
     filesystem, path = resolve(uri)
-    with filesystem.open_input_file(path) as handle:
+    with _naming_the_dataset(uri), filesystem.open_input_file(path) as handle:
         return pq.ParquetFile(handle).metadata
 
 
 def read_schema(uri: str) -> pa.Schema:
     filesystem, path = resolve(uri)
-    with filesystem.open_input_file(path) as handle:
+    with _naming_the_dataset(uri), filesystem.open_input_file(path) as handle:
         return pq.ParquetFile(handle).schema_arrow
 
 
