@@ -25,6 +25,8 @@ MEMORY_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 QUANTITIES = {"cpu": (CPU_QUANTITY, "'500m' or '2'"), "memory": (MEMORY_QUANTITY, "'512Mi' or '2Gi'")}
 # Airflow's presets; of these only '@daily' fits a category (one day per run).
 SCHEDULE_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
+# The presets that fit (midnight UTC), as the cron they stand for (schedule.py uses it too).
+DAILY_PRESETS = {"@daily": "0 0 * * *", "@midnight": "0 0 * * *"}
 MORE_THAN_DAILY_PRESETS = {"@continuous", "@hourly"}
 DAILY_SCHEDULE_HINT = "a category processes one day per run: use '@daily' or 'M H * * *'"
 # The placeholders sources.py fills in a files source's uri and catalog_uri.
@@ -50,7 +52,7 @@ def daily_run_time(schedule: str | None) -> tuple[int, int] | None:
     if not isinstance(schedule, str):
         raise ValueError(f"{clip(repr(schedule), 100)} is not a schedule; {DAILY_SCHEDULE_HINT}")
     shown = clip(repr(schedule), 100)
-    if schedule in ("@daily", "@midnight"):
+    if schedule in DAILY_PRESETS:
         return (0, 0)
     if schedule in MORE_THAN_DAILY_PRESETS:
         raise ValueError(f"{shown} fires more than once a day; {DAILY_SCHEDULE_HINT}")
@@ -318,19 +320,25 @@ for _loader in (_Loader, _AliasLoader):
 _AliasLoader.add_constructor(_ALIAS_TAG, _AliasLoader._construct_alias)
 
 
-def _aliases(value: Any, path: str = "") -> list[tuple[str, _Alias]]:
-    """(where, alias) of every alias in ``value``, keys included, in file order."""
-    found: list[tuple[str, _Alias]] = []
-    if isinstance(value, _Alias):
-        found.append((path, value))
-    elif isinstance(value, dict):
+def _nodes(value: Any, path: str = ""):
+    """(where, node) of ``value`` and of everything in it, e.g. ``source.uri``, ``x[0]``."""
+    yield path, value
+    if isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(key, _Alias):
-                found.append((path, key))
-            found += _aliases(item, f"{path}.{key}" if path else str(key))
+            yield from _nodes(item, f"{path}.{key}" if path else str(key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found += _aliases(item, f"{path}[{index}]")
+            yield from _nodes(item, f"{path}[{index}]")
+
+
+def _aliases(value: Any) -> list[tuple[str, _Alias]]:
+    """(where, alias) of every alias in ``value``, keys included, in file order."""
+    found = []
+    for path, node in _nodes(value):
+        if isinstance(node, _Alias):
+            found.append((path, node))
+        elif isinstance(node, dict):
+            found += [(path, key) for key in node if isinstance(key, _Alias)]
     return sorted(found, key=lambda item: item[1].line)
 
 
@@ -381,14 +389,12 @@ def _describe(error: ValidationError) -> tuple[str, ...]:
 
 def _duplicate_keys(value: Any, path: str = "") -> list[tuple[str, Any, int]]:
     """(where, key, line) of every key given twice in ``value``'s mappings, in file order."""
-    found: list[tuple[str, Any, int]] = []
-    if isinstance(value, dict):
-        found += [(path, key, line) for key, line in getattr(value, "duplicates", ())]
-        for key, item in value.items():
-            found += _duplicate_keys(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += _duplicate_keys(item, f"{path}[{index}]")
+    found = [
+        (where, key, line)
+        for where, node in _nodes(value, path)
+        if isinstance(node, dict)
+        for key, line in getattr(node, "duplicates", ())
+    ]
     return sorted(found, key=lambda item: item[2])
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-# The presets that fit a daily partition; categories.yaml accepts nothing else (config.py).
-_DAILY_PRESETS = {"@daily": "0 0 * * *", "@midnight": "0 0 * * *"}
+from category_pipeline.config import DAILY_PRESETS
+
 TIMEZONE = "UTC"
 
 
@@ -28,7 +28,7 @@ def daily_timetable(schedule: str | None):
         return None
     from airflow.sdk import CronDataIntervalTimetable
 
-    return CronDataIntervalTimetable(_DAILY_PRESETS.get(schedule, schedule), timezone=TIMEZONE)
+    return CronDataIntervalTimetable(DAILY_PRESETS.get(schedule, schedule), timezone=TIMEZONE)
 
 
 def order_date(logical_date: datetime) -> date:
