@@ -16,7 +16,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +25,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 import yaml
+
+from tests.support.helm import Unavailable, helm_binary, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "airflow-platform"
@@ -71,42 +72,12 @@ RBAC_KINDS = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
 
 
-def _unavailable(reason: str):
-    """Skip, or fail in CI (where everything the tests need is installed)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"required in CI: {reason}")
-    pytest.skip(reason)
-
-
-def _find_helm() -> tuple[str | None, str]:
-    """(path of helm, "") or (None, why not): PATH first, then scripts/install-tools.sh."""
-    found = shutil.which("helm")
-    if found:
-        return found, ""
-    try:
-        result = subprocess.run(
-            ["bash", str(REPO / "scripts" / "install-tools.sh")],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"helm not on PATH and scripts/install-tools.sh failed: {exc}"
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        return None, f"helm not on PATH and scripts/install-tools.sh failed: {result.stderr.strip()[-300:]}"
-    candidate = Path(lines[-1]) / "helm"
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate), ""
-    return None, f"helm not on PATH and not in {candidate.parent}"
-
-
 @pytest.fixture(scope="session")
 def helm(tmp_path_factory) -> "Helm":
-    path, reason = _find_helm()
-    if path is None:
-        _unavailable(reason)
+    try:
+        path = helm_binary()
+    except Unavailable as exc:
+        unavailable(str(exc))
     return Helm(path, tmp_path_factory.mktemp("helm-home"))
 
 
@@ -709,7 +680,7 @@ def kubernetes_validate():
         import kubernetes_validate
         from kubernetes_validate.utils import all_versions
     except ImportError:
-        _unavailable("kubernetes-validate is not installed (pip install kubernetes-validate==1.37.0)")
+        unavailable("kubernetes-validate is not installed (pip install kubernetes-validate==1.37.0)")
     assert KUBE_VERSION in all_versions(), all_versions()
     return kubernetes_validate
 
