@@ -57,21 +57,34 @@ def postgres_dsn():
 
 
 @pytest.fixture
-def postgres_warehouse(postgres_dsn):
-    """A Warehouse on a fresh database of the real PostgreSQL server, dropped afterwards."""
+def new_postgres_database(postgres_dsn):
+    """``new_postgres_database(prefix)``: the URI of a new, empty database on the real
+    PostgreSQL server; every database made this way is dropped afterwards."""
     import uuid
 
     import psycopg
 
+    created: list[str] = []
+
+    def create(prefix: str = "db") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        created.append(name)
+        return f"{postgres_dsn.rsplit('/', 1)[0]}/{name}"
+
+    yield create
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        for name in created:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_warehouse(new_postgres_database):
+    """A Warehouse on a fresh database of the real PostgreSQL server, dropped afterwards."""
     from category_pipeline.warehouse import Warehouse
 
-    name = f"wh_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    base = postgres_dsn.rsplit("/", 1)[0]
-    yield Warehouse.from_uri(f"{base}/{name}")
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return Warehouse.from_uri(new_postgres_database("wh"))
 
 
 @pytest.fixture

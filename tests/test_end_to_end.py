@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-import uuid
 from datetime import date, datetime, timezone
 
 import pyarrow.parquet as pq
@@ -69,13 +68,7 @@ def warehouse(request, tmp_path, monkeypatch):
     if request.param == "sqlite":
         target = SqliteWarehouse(tmp_path / "warehouse.db")
     else:
-        import psycopg
-
-        dsn = request.getfixturevalue("postgres_dsn")
-        name = f"e2e_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
-        target = PostgresWarehouse(f"{dsn.rsplit('/', 1)[0]}/{name}")
+        target = PostgresWarehouse(request.getfixturevalue("new_postgres_database")("e2e"))
     monkeypatch.setenv(CONN_ENV, target.conn_env)
     return target
 

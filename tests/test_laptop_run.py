@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -14,13 +13,10 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_make_run_against_postgres_prints_the_report_and_no_password(postgres_dsn, tmp_path):
-    name = f"laptop_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
+def test_make_run_against_postgres_prints_the_report_and_no_password(new_postgres_database, tmp_path):
     # The throwaway server trusts loopback, so any password connects: one that must not leak.
     password = "NotToBePrinted0123456789"
-    warehouse = f"{postgres_dsn.rsplit('/', 1)[0]}/{name}".replace("@", f":{password}@", 1)
+    warehouse = new_postgres_database("laptop").replace("@", f":{password}@", 1)
     env = {
         **os.environ,
         # The laptop state in a folder of this test, not the developer's .local/.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-import uuid
 from datetime import date
 
 import pyarrow as pa
@@ -166,31 +165,22 @@ def _report_failures(failures: dict[int, list[str]], dialect: str) -> str:
 
 
 @pytest.mark.postgres
-def test_concurrent_first_loads_into_fresh_postgres_databases(tmp_path, postgres_dsn, report):
+def test_concurrent_first_loads_into_fresh_postgres_databases(tmp_path, new_postgres_database, report):
     import psycopg
 
     datasets = _stage(tmp_path)
-    base = postgres_dsn.rsplit("/", 1)[0]
-    names = [f"first_{uuid.uuid4().hex[:10]}" for _ in range(ROUNDS)]
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-        for name in names:
-            admin.execute(f"CREATE DATABASE {name}")
+    uris = [new_postgres_database("first") for _ in range(ROUNDS)]
     started = time.monotonic()
-    try:
-        failures = _run_rounds([f"{base}/{name}" for name in names], datasets)
-        report(f"concurrent first loads, PostgreSQL: {ROUNDS} rounds x {WORKERS} processes in "
-               f"{time.monotonic() - started:.1f} s, {len(failures)} rounds with a failure")
-        assert not failures, _report_failures(failures, "PostgreSQL")
-        for name in names:
-            with psycopg.connect(f"{base}/{name}") as connection:
-                def rows_of(table, connection=connection):
-                    return [tuple(str(v) if v is not None else None for v in row)
-                            for row in connection.execute(f"SELECT * FROM {table}").fetchall()]
-                _check_contents(rows_of, datasets)
-    finally:
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            for name in names:
-                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    failures = _run_rounds(uris, datasets)
+    report(f"concurrent first loads, PostgreSQL: {ROUNDS} rounds x {WORKERS} processes in "
+           f"{time.monotonic() - started:.1f} s, {len(failures)} rounds with a failure")
+    assert not failures, _report_failures(failures, "PostgreSQL")
+    for uri in uris:
+        with psycopg.connect(uri) as connection:
+            def rows_of(table, connection=connection):
+                return [tuple(str(v) if v is not None else None for v in row)
+                        for row in connection.execute(f"SELECT * FROM {table}").fetchall()]
+            _check_contents(rows_of, datasets)
 
 
 def test_concurrent_first_loads_into_fresh_sqlite_files(tmp_path, report):
