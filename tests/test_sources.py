@@ -204,15 +204,7 @@ def test_csv_row_with_empty_order_id_is_quarantined(tmp_path):
     source = tmp_path / "source"
     _write_csv(_orders_path(source, "csv"), [ORDERS[0], dict(ORDERS[1], order_id=None)])
     _write_csv(source / "books" / "catalog.csv", CATALOG_ROWS)
-    extracted = extract(_category(source, "csv"), DAY, str(tmp_path / "staging"))
-    result = process.validate(
-        extracted["raw_uri"],
-        extracted["catalog_uri"],
-        "books",
-        DAY,
-        str(tmp_path / "clean.parquet"),
-        str(tmp_path / "quarantine.parquet"),
-    )
+    result = _validate_extracted(tmp_path, source)
     assert result["quarantine_reasons"] == {"null_field": 1}
     assert pq.read_table(result["clean_uri"]).column("order_id").to_pylist() == ["o1"]
 
