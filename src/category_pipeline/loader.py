@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from category_pipeline.pg_copy import COPY_HEADER, COPY_TRAILER, encode_rows
 from category_pipeline.schema import WAREHOUSE_TABLES, WarehouseTable
 from category_pipeline.storage import BATCH_ROWS, read_batches, read_schema
-from category_pipeline.warehouse import Warehouse, WarehouseTimeout, create_table_sql
+from category_pipeline.warehouse import Warehouse, WarehouseTimeout, create_table_sql, sqlite_locked
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def _create_missing_tables_postgres(warehouse: Warehouse, connection, tables: li
     try:
         if missing:
             try:
-                connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [CREATE_TABLES_LOCK])
+                _advisory_xact_lock(connection, CREATE_TABLES_LOCK)
             except Exception as exc:
                 if getattr(exc, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
                     raise WarehouseTimeout(
@@ -238,8 +238,12 @@ def _lock_partition(warehouse: Warehouse, connection, table: WarehouseTable, val
     # Two concurrent loads of one partition queue up instead of interleaving; SQLite's
     # BEGIN IMMEDIATE already serialises all writers.
     if warehouse.dialect == "postgres":
-        key = partition_lock_key(table, values)
-        connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+        _advisory_xact_lock(connection, partition_lock_key(table, values))
+
+
+def _advisory_xact_lock(connection, key: str) -> None:
+    """PostgreSQL's lock on the text ``key``, held until the transaction ends."""
+    connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
 
 
 def _delete_partition(warehouse: Warehouse, connection, table: WarehouseTable, values) -> int:
@@ -285,7 +289,7 @@ def _begin(warehouse: Warehouse, connection) -> None:
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not sqlite_locked(exc):
                 raise
             raise WarehouseTimeout(
                 f"gave up after waiting {warehouse.lock_timeout:g} s (lock_timeout) for the write lock of "

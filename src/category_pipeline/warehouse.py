@@ -205,6 +205,11 @@ class Warehouse:
         return connection
 
 
+def sqlite_locked(exc: sqlite3.OperationalError) -> bool:
+    """Is this SQLite's "database is locked"/"busy", i.e. another writer holds the lock?"""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _use_wal(connection: sqlite3.Connection, path: str, timeout: float) -> None:
     """Switch the database to WAL (persistent: once per file). Switching takes the
     database's exclusive lock, and SQLite answers "database is locked" at once, without
@@ -219,7 +224,7 @@ def _use_wal(connection: sqlite3.Connection, path: str, timeout: float) -> None:
             if connection.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
                 return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not sqlite_locked(exc):
                 raise
         if time.monotonic() >= deadline:
             raise WarehouseTimeout(f"SQLite warehouse {path}: could not switch to WAL mode within {timeout:g} s (locked)")
