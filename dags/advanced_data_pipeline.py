@@ -15,7 +15,7 @@ from custom_load_operator import CustomLoadOperator
 
 from category_pipeline import summary
 from category_pipeline.config import CategoryFileError, categories_file, load_categories
-from category_pipeline.k8s import WAREHOUSE_CONN_ID
+from category_pipeline.k8s import WAREHOUSE_CONN_ID, load_pod_override
 from category_pipeline.schedule import daily_timetable
 from category_pipeline.storage import staging_root
 
@@ -58,6 +58,8 @@ def advanced_data_pipeline():
         datasets={"daily_sales_summary": summarized["summary_uri"]},
         partition={"order_date": "{{ ds }}"},
         warehouse_conn_id=WAREHOUSE_CONN_ID,
+        # On Kubernetes, the one task of this DAG that gets the warehouse credential.
+        executor_config={"pod_override": load_pod_override()},
     )
     end = EmptyOperator(task_id="end")
     start >> processing_tasks >> load >> end

@@ -1,7 +1,7 @@
 """The UI login the official chart sets up, without a cluster: the auth manager of the
 rendered airflow.cfg (FabAuthManager) and the admin user that the chart's createUserJob
-creates. The Job's command and args run exactly as rendered (``bash -c 'exec airflow users
-create ... --password "$ADMIN_PASSWORD"'``) with the Job's rendered env, against a throwaway
+creates. The Job's command and args run exactly as rendered (``bash -c 'printf ... |
+airflow users create ...'``: the password on stdin) with the Job's rendered env, against a throwaway
 AIRFLOW_HOME (the rendered airflow.cfg in it, as the chart mounts it) and a SQLite metadata
 database; then the real ``airflow api-server``, started with the api-server Deployment's
 rendered args, must hand that user a token for the password, and refuse a wrong one.
@@ -89,6 +89,8 @@ class Installation:
     # What the cluster's Secrets would hold, by the env variable the chart fills from them.
     secret_values: dict[str, str]
     overrides: dict[str, str]
+    # The command line `airflow` was started with by the create-user Job's command.
+    argv_of_create_user: str = ""
 
     def env(self, container: dict) -> dict[str, str]:
         """The container's rendered env, Secrets' values made here, on this machine's env
@@ -106,9 +108,12 @@ class Installation:
         assert shutil.which("airflow", path=env["PATH"]) == str(Path(sys.executable).parent / "airflow")
         return env
 
-    def run(self, argv: list[str], container: dict) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], container: dict, path_first: Path | None = None) -> subprocess.CompletedProcess:
+        env = self.env(container)
+        if path_first:
+            env["PATH"] = f"{path_first}{os.pathsep}{env['PATH']}"
         result = subprocess.run(
-            argv, env=self.env(container), cwd=self.home, capture_output=True, text=True,
+            argv, env=env, cwd=self.home, capture_output=True, text=True,
             timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL,
         )
         assert result.returncode == 0, f"{argv} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -172,8 +177,21 @@ def installation(rendered, airflow_cfg, tmp_path_factory) -> Installation:
     # What the chart's migrate-database Job does before (the create-user Job waits for it).
     migrate = _container(_one(rendered, "Job", "run-airflow-migrations"), "run-airflow-migrations")
     installation.run(_argv(migrate), migrate)
-    installation.run(_argv(container), container)
+    # `airflow` is wrapped by a shim that records its command line: the password must not be on it.
+    shims = home / "shims"
+    shims.mkdir()
+    recorded = home / "airflow-argv"
+    shim = shims / "airflow"
+    shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {recorded}\nexec {Path(sys.executable).parent / "airflow"} "$@"\n')
+    shim.chmod(0o755)
+    installation.run(_argv(container), container, path_first=shims)
+    installation.argv_of_create_user = recorded.read_text()
     return installation
+
+
+def test_create_user_job_puts_no_password_on_a_command_line(installation):
+    assert "users create" in installation.argv_of_create_user, "the Job's command did not run `airflow users create`"
+    assert installation.password not in installation.argv_of_create_user
 
 
 def test_create_user_job_creates_the_admin(installation, rendered):

@@ -1,7 +1,9 @@
-"""Pod contract: the worker pods the KubernetesExecutor would launch for every category DAG,
-built by Airflow itself (`airflow kubernetes generate-dag-yaml`) from the pod template and
-each task's pod override, carry the right image, command, resources, labels, Secret-based
-env and non-root settings, and are valid Kubernetes objects."""
+"""Pod contract: the worker pods the KubernetesExecutor would launch for every category DAG
+and the summary DAG, built by Airflow itself (`airflow kubernetes generate-dag-yaml`) from the
+pod template and each task's pod override, carry the right image, command, resources, labels,
+non-root settings, and exactly the env and volumes a task needs: no Airflow secret (metadata
+DB, Fernet, API or JWT key), no ServiceAccount token, the warehouse credential on load pods
+only. They are valid Kubernetes objects."""
 
 from __future__ import annotations
 
@@ -23,6 +25,22 @@ VALUES = pod_template.values()
 IMAGE = f"{VALUES['images']['airflow']['repository']}:{VALUES['images']['airflow']['tag']}"
 LOGICAL_DATE = "2026-11-25"
 STEP_OF_TASK = {"process.validate": "process", "process.compute_metrics": "process", "load": "load"}
+SUMMARY_DAG = "advanced_data_pipeline"
+
+# What any task container holds: the pod template's env (values.yaml `env` included) and what
+# the executor adds. Nothing else; load pods add the warehouse connection.
+TASK_ENV = {
+    "AIRFLOW__CORE__EXECUTOR", "AIRFLOW_HOME", "CONNECTION_CHECK_MAX_COUNT", "AIRFLOW_IS_K8S_EXECUTOR_POD",
+    *(e["name"] for e in VALUES["env"]),
+}
+LOAD_ENV = TASK_ENV | {"AIRFLOW_CONN_WAREHOUSE_DEFAULT"}
+# The git-sync init container: its settings and the read-only git credential.
+GIT_SYNC_SECRET_KEYS = {"GITSYNC_USERNAME", "GITSYNC_PASSWORD", "GIT_SYNC_USERNAME", "GIT_SYNC_PASSWORD"}
+TASK_VOLUMES = {
+    "dags": "emptyDir", "logs": "persistentVolumeClaim", "config": "configMap", "tmp": "emptyDir",
+    "pipeline-staging": "persistentVolumeClaim",
+}
+AIRFLOW_SECRETS = {"airflow-metadata-connection", "airflow-fernet-key", "airflow-api-secret-key", "airflow-jwt-secret"}
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +61,10 @@ def pods(airflow_db, tmp_path_factory) -> dict[tuple[str, str], dict]:
         **{e["name"]: e["value"] for e in VALUES["env"]},
     }
     generated = {}
-    for category in CATEGORIES:
-        out = folder / category.name
+    for dag_id in [c.dag_id for c in CATEGORIES] + [SUMMARY_DAG]:
+        out = folder / dag_id
         subprocess.run(
-            ["airflow", "kubernetes", "generate-dag-yaml", category.dag_id, "-l", LOGICAL_DATE, "-o", str(out)],
+            ["airflow", "kubernetes", "generate-dag-yaml", dag_id, "-l", LOGICAL_DATE, "-o", str(out)],
             check=True, capture_output=True, env=env, timeout=180,
         )
         for path in (out / "airflow_yaml_output").glob("*.yml"):
@@ -60,9 +78,14 @@ def _base(pod: dict) -> dict:
     return base
 
 
+def _category_pods(pods: dict) -> dict:
+    return {key: pod for key, pod in pods.items() if key[0] != SUMMARY_DAG}
+
+
 def test_a_pod_for_every_task_of_every_category(pods):
     expected = {(c.dag_id, t) for c in CATEGORIES for t in ("start", "extract", *STEP_OF_TASK, "end")}
-    assert set(pods) == expected
+    assert set(_category_pods(pods)) == expected
+    assert (SUMMARY_DAG, "load") in pods
 
 
 def test_pods_run_the_platform_image_and_the_task_sdk_command(pods):
@@ -72,7 +95,7 @@ def test_pods_run_the_platform_image_and_the_task_sdk_command(pods):
         assert base["args"][:3] == ["python", "-m", "airflow.sdk.execution_time.execute_workload"]
         workload = json.loads(base["args"][base["args"].index("--json-string") + 1])
         assert workload["ti"]["task_id"] == task_id
-        assert workload["dag_rel_path"] == "category_dags.py"
+        assert workload["dag_rel_path"] == ("advanced_data_pipeline.py" if dag_id == SUMMARY_DAG else "category_dags.py")
 
 
 @pytest.mark.parametrize("category", CATEGORIES, ids=lambda c: c.name)
@@ -94,16 +117,50 @@ def test_light_steps_keep_the_template_defaults(pods):
         assert "airflow-platform.io/step" not in pod["metadata"]["labels"]
 
 
-def test_warehouse_credentials_come_from_the_secret_only_where_needed(pods):
+def test_task_containers_hold_exactly_the_env_a_task_needs(pods):
+    """No metadata DB connection, Fernet key, API secret key or JWT secret; the warehouse
+    connection, from its Secret, in load pods only (the summary's load included)."""
     for (dag_id, task_id), pod in pods.items():
         env = {e["name"]: e for e in _base(pod)["env"]}
+        expected = LOAD_ENV if task_id == "load" else TASK_ENV
+        assert set(env) == expected, f"{dag_id}.{task_id}: unexpected {set(env) ^ expected}"
+        assert env["CONNECTION_CHECK_MAX_COUNT"]["value"] == "0"
         for variable in env.values():
             assert "postgresql://" not in str(variable.get("value", "")), f"{task_id}: literal connection string"
-        if task_id in STEP_OF_TASK:
+        if task_id == "load":
             ref = env["AIRFLOW_CONN_WAREHOUSE_DEFAULT"]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": "warehouse-connection", "key": "uri"}
-        else:
-            assert "AIRFLOW_CONN_WAREHOUSE_DEFAULT" not in env, f"{dag_id}.{task_id} does not need the warehouse"
+        assert not _base(pod).get("envFrom"), f"{dag_id}.{task_id}: envFrom brings in unlisted variables"
+
+
+def test_task_pods_reference_no_airflow_secret_and_no_token(pods):
+    for (dag_id, task_id), pod in pods.items():
+        referenced = {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
+            for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})
+        } | {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
+        expected = {"git-credentials"} | ({"warehouse-connection"} if task_id == "load" else set())
+        assert referenced == expected, f"{dag_id}.{task_id}: Secrets {referenced}"
+        assert not referenced & AIRFLOW_SECRETS
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert not any("projected" in v for v in pod["spec"]["volumes"]), "a projected (token) volume"
+
+
+def test_task_pods_mount_exactly_their_volumes(pods):
+    for (dag_id, task_id), pod in pods.items():
+        volumes = {v["name"]: next(k for k in v if k != "name") for v in pod["spec"]["volumes"]}
+        assert volumes == TASK_VOLUMES, f"{dag_id}.{task_id}"
+        mounts = {m["mountPath"]: m["name"] for m in _base(pod)["volumeMounts"]}
+        assert mounts == {
+            "/opt/airflow/logs": "logs", "/opt/airflow/airflow.cfg": "config",
+            "/opt/airflow/config/airflow_local_settings.py": "config", "/opt/airflow/dags": "dags",
+            "/tmp": "tmp", "/opt/airflow/staging": "pipeline-staging",
+        }
+        (init,) = pod["spec"]["initContainers"]
+        assert init["name"] == "git-sync-init"
+        assert {e["name"] for e in init["env"] if "valueFrom" in e} == GIT_SYNC_SECRET_KEYS
+        assert {m["name"] for m in init["volumeMounts"]} == {"dags"}
 
 
 def test_pods_run_as_non_root_with_the_task_service_account(pods):
@@ -111,6 +168,7 @@ def test_pods_run_as_non_root_with_the_task_service_account(pods):
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         assert pod["spec"]["securityContext"]["runAsUser"] == 50000
         assert _base(pod)["securityContext"]["allowPrivilegeEscalation"] is False
+        assert _base(pod)["securityContext"]["readOnlyRootFilesystem"] is True
         assert pod["spec"]["serviceAccountName"] == "airflow-task-runner"
         mounts = {m["name"]: m["mountPath"] for m in _base(pod)["volumeMounts"]}
         assert mounts["pipeline-staging"] == "/opt/airflow/staging"

@@ -44,17 +44,24 @@ def _secret_env(conn_id: str) -> k8s.V1EnvVar:
     return Secret("env", conn_env_var(conn_id), WAREHOUSE_SECRET, "uri").to_env_secret()
 
 
+def _labels(step: str, category: str | None = None) -> dict[str, str]:
+    # The step label is what the NetworkPolicies select on: only step=load reaches the warehouse.
+    labels = {"app.kubernetes.io/part-of": "airflow-platform", f"{LABEL_PREFIX}/step": step}
+    if category:
+        labels[f"{LABEL_PREFIX}/category"] = category
+    return labels
+
+
+def _warehouse_env(step: str, conn_id: str) -> list[k8s.V1EnvVar]:
+    # Least privilege: the warehouse credential reaches the load pods only.
+    return [_secret_env(conn_id)] if step == "load" else []
+
+
 def pod_override(category: Category, step: str, conn_id: str = WAREHOUSE_CONN_ID) -> k8s.V1Pod:
+    """A category's heavy step: its resources and labels, and for ``load`` the warehouse."""
     resources = getattr(category.resources, step)
-    secret_env = _secret_env(conn_id)
     return models.V1Pod(
-        metadata=models.V1ObjectMeta(
-            labels={
-                "app.kubernetes.io/part-of": "airflow-platform",
-                f"{LABEL_PREFIX}/category": category.name,
-                f"{LABEL_PREFIX}/step": step,
-            }
-        ),
+        metadata=models.V1ObjectMeta(labels=_labels(step, category.name)),
         spec=models.V1PodSpec(
             containers=[
                 models.V1Container(
@@ -62,8 +69,17 @@ def pod_override(category: Category, step: str, conn_id: str = WAREHOUSE_CONN_ID
                     resources=models.V1ResourceRequirements(
                         requests=resources.requests.model_dump(), limits=resources.limits.model_dump()
                     ),
-                    env=[secret_env],
+                    env=_warehouse_env(step, conn_id),
                 )
             ]
         ),
+    )
+
+
+def load_pod_override(conn_id: str = WAREHOUSE_CONN_ID) -> k8s.V1Pod:
+    """A load outside the category DAGs (the summary): the pod template's resources, the load
+    label and the warehouse connection."""
+    return models.V1Pod(
+        metadata=models.V1ObjectMeta(labels=_labels("load")),
+        spec=models.V1PodSpec(containers=[models.V1Container(name="base", env=_warehouse_env("load", conn_id))]),
     )
