@@ -128,8 +128,15 @@ chart-pull: helm-tools ## Download the official Airflow chart AIRFLOW_CHART_VERS
 # airflow-logs) are mounted only by pods of the other release, and under a
 # WaitForFirstConsumer StorageClass (kind's, most clouds') they stay Pending until then,
 # which helm's wait counts as not ready. Its workloads are waited for by name instead.
+# Pod Security Admission enforces the "restricted" profile on the namespace: no pod in it, a
+# DAG's pod_override included, may run privileged, as root, on the host's namespaces or volumes.
+POD_SECURITY_LABELS := pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest \
+	pod-security.kubernetes.io/audit=restricted pod-security.kubernetes.io/warn=restricted
+
 deploy: chart-pull ## Install/upgrade charts/airflow-platform, seed the git server, then the official chart with values.yaml (PROFILE=kind: small requests)
 	@test -z "$(PROFILE)" || test -f values-$(PROFILE).yaml || { echo "error: PROFILE=$(PROFILE): no values-$(PROFILE).yaml" >&2; exit 1; }
+	$(KUBECTL) get namespace $(NAMESPACE) >/dev/null 2>&1 || $(KUBECTL) create namespace $(NAMESPACE)
+	$(KUBECTL) label namespace $(NAMESPACE) --overwrite $(POD_SECURITY_LABELS)
 	$(HELM) upgrade --install platform charts/airflow-platform --namespace $(NAMESPACE) --create-namespace \
 		$(PLATFORM_PROFILE_VALUES) --set gitServer.image.repository=$(IMAGE_REPO),gitServer.image.tag=$(IMAGE_TAG)
 	workloads="$$($(KUBECTL) get statefulsets,deployments -l app.kubernetes.io/instance=platform -o name)" \

@@ -304,3 +304,25 @@ def test_one_official_chart_version_everywhere():
         assert versions == {AIRFLOW_CHART_VERSION}, (doc, versions)
     labels = {o["metadata"].get("labels", {}).get("chart") for o in helm_installs(make_dry_run("deploy"))[1].render()}
     assert {label for label in labels if label and label.startswith("airflow-")} == {f"airflow-{AIRFLOW_CHART_VERSION}"}
+
+
+# -- pod security --------------------------------------------------------------------------
+
+RESTRICTED_LABELS = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/audit": "restricted",
+    "pod-security.kubernetes.io/warn": "restricted",
+}
+
+
+def test_deploy_enforces_restricted_pod_security_on_the_namespace_before_installing():
+    commands = make_dry_run("deploy", NAMESPACE=OTHER_NAMESPACE)
+    (label_at,) = [i for i, argv in enumerate(commands) if argv[argv.index("kubectl") + 3:][:2] == ["label", "namespace"]
+                   if "kubectl" in argv]
+    argv = commands[label_at]
+    assert argv[argv.index("namespace") + 1] == OTHER_NAMESPACE
+    labels = dict(a.split("=", 1) for a in argv if a.startswith("pod-security.kubernetes.io/"))
+    assert RESTRICTED_LABELS.items() <= labels.items()
+    assert "--overwrite" in argv
+    first_install = min(i for i, argv in enumerate(commands) if "upgrade" in argv and "helm" in argv)
+    assert label_at < first_install, "the namespace must be labelled before any pod is created in it"
