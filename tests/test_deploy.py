@@ -317,8 +317,8 @@ RESTRICTED_LABELS = {
 
 def test_deploy_enforces_restricted_pod_security_on_the_namespace_before_installing():
     commands = make_dry_run("deploy", NAMESPACE=OTHER_NAMESPACE)
-    (label_at,) = [i for i, argv in enumerate(commands) if argv[argv.index("kubectl") + 3:][:2] == ["label", "namespace"]
-                   if "kubectl" in argv]
+    (label_at,) = [i for i, argv in enumerate(commands)
+                   if "kubectl" in argv and argv[argv.index("kubectl") + 3:][:2] == ["label", "namespace"]]
     argv = commands[label_at]
     assert argv[argv.index("namespace") + 1] == OTHER_NAMESPACE
     labels = dict(a.split("=", 1) for a in argv if a.startswith("pod-security.kubernetes.io/"))
