@@ -43,25 +43,22 @@ TASK_VOLUMES = {
 AIRFLOW_SECRETS = {"airflow-metadata-connection", "airflow-fernet-key", "airflow-api-secret-key", "airflow-jwt-secret"}
 
 
-@pytest.fixture(scope="module")
-def pods(airflow_db, tmp_path_factory) -> dict[tuple[str, str], dict]:
-    """(dag_id, task_id) -> the pod Airflow generates, for every category DAG, from the pod
-    template of the official chart rendered with values.yaml."""
-    folder = tmp_path_factory.mktemp("pods")
+def generate_pods(folder, dag_ids, *helm_args: str) -> dict[tuple[str, str], dict]:
+    """(dag_id, task_id) -> the pod Airflow generates for each task of ``dag_ids``, from the pod
+    template and the [kubernetes_executor] settings of the official chart rendered with
+    values.yaml (and ``helm_args``)."""
     template_file = folder / "pod_template_file.yaml"
-    template_file.write_text(yaml.safe_dump(pod_template.from_chart()))
+    template_file.write_text(yaml.safe_dump(pod_template.from_chart(*helm_args)))
     env = {
         **os.environ,
+        # What the chart writes into airflow.cfg (the image settings included), then the path here.
+        **pod_template.executor_settings(*helm_args),
         "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE": str(template_file),
-        # What the chart writes into airflow.cfg from images.airflow.
-        "AIRFLOW__KUBERNETES_EXECUTOR__WORKER_CONTAINER_REPOSITORY": VALUES["images"]["airflow"]["repository"],
-        "AIRFLOW__KUBERNETES_EXECUTOR__WORKER_CONTAINER_TAG": VALUES["images"]["airflow"]["tag"],
-        "AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE": "airflow",
         # What the chart sets in every container, so that parsing sees the same settings.
         **{e["name"]: e["value"] for e in VALUES["env"]},
     }
     generated = {}
-    for dag_id in [c.dag_id for c in CATEGORIES] + [SUMMARY_DAG]:
+    for dag_id in dag_ids:
         out = folder / dag_id
         subprocess.run(
             ["airflow", "kubernetes", "generate-dag-yaml", dag_id, "-l", LOGICAL_DATE, "-o", str(out)],
@@ -71,6 +68,12 @@ def pods(airflow_db, tmp_path_factory) -> dict[tuple[str, str], dict]:
             pod = yaml.safe_load(path.read_text())
             generated[(pod["metadata"]["annotations"]["dag_id"], pod["metadata"]["annotations"]["task_id"])] = pod
     return generated
+
+
+@pytest.fixture(scope="module")
+def pods(airflow_db, tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """Every task pod of every category DAG and of the summary DAG."""
+    return generate_pods(tmp_path_factory.mktemp("pods"), [c.dag_id for c in CATEGORIES] + [SUMMARY_DAG])
 
 
 def _base(pod: dict) -> dict:
@@ -108,6 +111,17 @@ def test_heavy_steps_get_resources_and_labels_of_their_category(pods, category):
         assert labels["airflow-platform.io/category"] == category.name
         assert labels["airflow-platform.io/step"] == step
         assert labels["component"] == "worker" and labels["tier"] == "airflow"
+
+
+def test_an_image_digest_pins_every_container_of_the_task_pods(airflow_db, tmp_path):
+    """images.airflow.digest (values.yaml) reaches the pods Airflow launches, not only the
+    chart's own Deployments: the executor's repository:tag settings must not override it."""
+    digest = "sha256:" + "ab" * 32
+    generated = generate_pods(tmp_path, [CATEGORIES[0].dag_id], "--set", f"images.airflow.digest={digest}")
+    assert generated
+    repository = VALUES["images"]["airflow"]["repository"]
+    for pod in generated.values():
+        assert _base(pod)["image"] == f"{repository}@{digest}"
 
 
 def test_light_steps_keep_the_template_defaults(pods):
