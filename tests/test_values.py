@@ -86,7 +86,9 @@ def _pod_template(rendered) -> dict:
 def test_render_uses_the_kubernetes_executor_and_the_platform_image(rendered):
     config = _airflow_cfg(rendered)
     assert config["core"]["executor"] == "KubernetesExecutor"
-    assert config["kubernetes_executor"]["worker_container_repository"] == "airflow-platform"
+    # Empty, so that the pod template's image (which honours a digest) is the task pods' one.
+    assert config["kubernetes_executor"]["worker_container_repository"] == ""
+    assert config["kubernetes_executor"]["worker_container_tag"] == ""
     for deployment in _objects(rendered, "Deployment").values():
         images = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
         assert "airflow-platform:0.1.0" in images, deployment["metadata"]["name"]
@@ -171,3 +173,26 @@ def test_everything_values_refers_to_is_provided_by_the_platform_chart():
     assert ("ServiceAccount", VALUES["workers"]["kubernetes"]["serviceAccount"]["name"]) in provided
     git_host = VALUES["dags"]["gitSync"]["repo"].split("/")[2]
     assert ("Service", git_host) in provided
+
+
+@pytest.mark.parametrize("overlays", [[], ["values-kind.yaml"]], ids=["defaults", "kind"])
+def test_install_prints_no_deprecation_or_warning(overlays):
+    """The chart's NOTES (what `helm install` prints) flag deprecated keys and unsafe settings
+    as WARNING blocks; this install has none."""
+    from tests.support.helm import helm, official_chart_or_skip
+
+    args = [a for overlay in overlays for a in ("-f", str(REPO / overlay))]
+    output = helm("install", "airflow", str(official_chart_or_skip()), "--dry-run=client", "--namespace", "airflow",
+                  "-f", str(REPO / "values.yaml"), *args)
+    notes = output[output.index("NOTES:"):]
+    assert "Thank you for installing Apache Airflow" in notes
+    assert "WARNING" not in notes.upper(), notes
+    assert "DEPRECAT" not in notes.upper(), notes
+
+
+def test_the_deprecation_check_can_fail():
+    from tests.support.helm import helm, official_chart_or_skip
+
+    output = helm("install", "airflow", str(official_chart_or_skip()), "--dry-run=client", "--namespace", "airflow",
+                  "-f", str(REPO / "values.yaml"), "--set", "workers.resources.limits.cpu=1")
+    assert "DEPRECATION WARNING" in output[output.index("NOTES:"):]
