@@ -80,13 +80,36 @@ Call with (dict
   "name" "platform-warehouse"           Service and StatefulSet name (fixed)
   "component" "warehouse"               app.kubernetes.io/component
   "values" .Values.warehouse            image, database, username, persistence, postgresConfig, resources
-  "secretName" "warehouse-connection"   Secret whose key `password` is the role's password
+  "secretName" "warehouse-connection"   Secret whose key `password` is the application role's password
+  "superuserSecretName" "warehouse-superuser"   Secret whose key `password` is the superuser's
 ).
+The server is bootstrapped by the superuser `postgres` (POSTGRES_USER). The application role
+(values.username) is made by files/postgres-app-role.sql, which the image's entrypoint runs
+once on an empty volume: LOGIN, no other attribute, owner of values.database only.
 */}}
 {{- define "platform.postgres" -}}
 {{- $selector := include "platform.selectorLabels" (dict "root" .root "component" .component) -}}
 {{- $labels := include "platform.componentLabels" (dict "root" .root "component" .component) -}}
 {{- $v := .values -}}
+{{- if eq $v.username "postgres" -}}
+{{- fail (printf "%s: username must not be postgres: that is the bootstrap superuser, the application gets a role of its own" .component) -}}
+{{- end }}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .name }}-initdb
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- $labels | nindent 4 }}
+data:
+  # Run by the image's entrypoint on an empty volume only (see files/postgres-app-role.sql).
+  app-role.sql: |-
+    {{- .root.Files.Get "files/postgres-app-role.sql" | nindent 4 }}
+  # Not run by the entrypoint (neither *.sh nor *.sql): run by hand, once, on a volume made
+  # before the superuser split (see the file, and values.yaml at `warehouse`).
+  migrate-legacy-superuser.psql: |-
+    {{- .root.Files.Get "files/postgres-migrate-legacy-superuser.psql" | nindent 4 }}
+---
 apiVersion: v1
 kind: Service
 metadata:
@@ -165,9 +188,19 @@ spec:
           env:
             - name: POSTGRES_DB
               value: {{ $v.database | quote }}
+            # The bootstrap superuser: initdb and the init scripts only. Nothing else knows
+            # its password (Secret {{ .superuserSecretName }} is mounted here only).
             - name: POSTGRES_USER
-              value: {{ $v.username | quote }}
+              value: postgres
             - name: POSTGRES_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {{ .superuserSecretName }}
+                  key: password
+            # The application role, read by app-role.sql with \getenv (never on a command line).
+            - name: APP_USER
+              value: {{ $v.username | quote }}
+            - name: APP_PASSWORD
               valueFrom:
                 secretKeyRef:
                   name: {{ .secretName }}
@@ -216,6 +249,9 @@ spec:
               mountPath: /var/run/postgresql
             - name: tmp
               mountPath: /tmp
+            - name: initdb
+              mountPath: /docker-entrypoint-initdb.d
+              readOnly: true
       volumes:
         - name: run
           emptyDir:
@@ -223,6 +259,10 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 256Mi
+        - name: initdb
+          configMap:
+            name: {{ .name }}-initdb
+            defaultMode: 0444
   volumeClaimTemplates:
     - metadata:
         name: data

@@ -1,0 +1,507 @@
+"""The PostgreSQL roles of the platform chart: the application roles (warehouse, airflow) are
+no superusers, the bootstrap superuser `postgres` has a Secret of its own.
+
+The real init script (taken from the rendered chart's ConfigMap) runs against a real
+PostgreSQL the way the postgres image's docker-entrypoint.sh runs it on an empty volume:
+initdb with the superuser POSTGRES_USER and its password, CREATE DATABASE "$POSTGRES_DB",
+then every *.sql of /docker-entrypoint-initdb.d through
+``psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc --dbname "$POSTGRES_DB" -f``,
+with the container's environment as the rendered StatefulSet defines it (Secret references
+resolved from the rendered Secrets). The container image itself is the boundary not crossed
+here: the entrypoint's steps are emulated, the server, psql and the script are real.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pytest
+import yaml
+from psycopg import errors
+
+from tests.support.helm import render_official, render_platform
+from tests.support.postgres import PostgresUnavailable, TemporaryPostgres
+
+INITDB_DIR = "/docker-entrypoint-initdb.d"
+CHART_FILES = Path(__file__).resolve().parent.parent / "charts" / "airflow-platform" / "files"
+MIGRATION = "migrate-legacy-superuser.psql"
+SERVERS = [
+    # (StatefulSet, application role and database, its connection Secret, the superuser's Secret)
+    ("platform-warehouse", "warehouse", "warehouse-connection", "warehouse-superuser"),
+    ("platform-metadata-db", "airflow", "airflow-metadata-connection", "metadata-db-superuser"),
+]
+SUPERUSER_SECRETS = {superuser: sts for sts, _, _, superuser in SERVERS}
+
+
+# -- the render ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    return render_platform()
+
+
+def _index(objects: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects}
+
+
+def _secret(objects, name: str) -> dict[str, str]:
+    return {key: base64.b64decode(value).decode() for key, value in _index(objects)[("Secret", name)]["data"].items()}
+
+
+def _container(objects, statefulset: str) -> dict:
+    (container,) = _index(objects)[("StatefulSet", statefulset)]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def container_env(objects, statefulset: str) -> dict[str, str]:
+    """The postgres container's environment, as the kubelet would set it from the render."""
+    env = {}
+    for item in _container(objects, statefulset)["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = _secret(objects, ref["name"])[ref["key"]]
+    return env
+
+
+def entrypoint_runs(scripts: dict[str, str]) -> list[str]:
+    """The files docker_process_init_files runs (in its glob's order); it ignores the others."""
+    return sorted(name for name in scripts if name.endswith((".sh", ".sql", ".sql.gz", ".sql.xz", ".sql.zst")))
+
+
+def init_scripts(objects, statefulset: str) -> dict[str, str]:
+    """The files the entrypoint finds in /docker-entrypoint-initdb.d: the ConfigMap mounted there."""
+    sts = _index(objects)[("StatefulSet", statefulset)]
+    pod = sts["spec"]["template"]["spec"]
+    (mount,) = [m for m in _container(objects, statefulset)["volumeMounts"] if m["mountPath"] == INITDB_DIR]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    return _index(objects)[("ConfigMap", volume["configMap"]["name"])]["data"]
+
+
+@pytest.mark.parametrize("statefulset, role, connection_secret, superuser_secret", SERVERS)
+def test_bootstrap_is_the_superuser_and_the_application_role_comes_from_the_init_script(
+    rendered, statefulset, role, connection_secret, superuser_secret
+):
+    container = _container(rendered, statefulset)
+    env = {item["name"]: item for item in container["env"]}
+    assert env["POSTGRES_USER"] == {"name": "POSTGRES_USER", "value": "postgres"}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": superuser_secret, "key": "password"}}
+    assert env["POSTGRES_DB"]["value"] == role
+    assert env["APP_USER"]["value"] == role
+    assert env["APP_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": connection_secret, "key": "password"}}
+    assert _secret(rendered, superuser_secret)["username"] == "postgres"
+    assert len(_secret(rendered, superuser_secret)["password"]) >= 32
+    assert _secret(rendered, superuser_secret)["password"] != _secret(rendered, connection_secret)["password"]
+    # The clients keep connecting as the application role.
+    uri = next(v for k, v in _secret(rendered, connection_secret).items() if k in ("uri", "connection"))
+    assert uri.startswith(f"postgresql://{role}:")
+    # The chart's files, mounted read-only; the entrypoint runs app-role.sql only (it runs
+    # *.sh, *.sql and *.sql.<compression>, and ignores the rest).
+    assert init_scripts(rendered, statefulset) == {
+        "app-role.sql": (CHART_FILES / "postgres-app-role.sql").read_text().rstrip("\n"),
+        "migrate-legacy-superuser.psql": (CHART_FILES / "postgres-migrate-legacy-superuser.psql").read_text().rstrip("\n"),
+    }
+    assert entrypoint_runs(init_scripts(rendered, statefulset)) == ["app-role.sql"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == INITDB_DIR]
+    assert mount["readOnly"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_superuser_secrets_reach_their_own_server_only(rendered):
+    for obj in rendered:
+        text = yaml.safe_dump(obj)
+        for secret, owner in SUPERUSER_SECRETS.items():
+            if secret in text and obj["kind"] != "Secret":
+                assert (obj["kind"], obj["metadata"]["name"]) == ("StatefulSet", owner), f"{obj['kind']}/{obj['metadata']['name']} names {secret}"
+    for obj in render_official():
+        text = yaml.safe_dump(obj)
+        assert not [s for s in SUPERUSER_SECRETS if s in text], f"{obj['kind']}/{obj['metadata']['name']} names a superuser Secret"
+
+
+@pytest.mark.parametrize("statefulset", [sts for sts, *_ in SERVERS])
+def test_no_password_on_a_command_line(rendered, statefulset):
+    container = _container(rendered, statefulset)
+    env = container_env(rendered, statefulset)
+    command_line = " ".join(container.get("command", []) + container.get("args", []))
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        command_line += " " + " ".join(container[probe]["exec"]["command"])
+    secret_env = {name for name in env if "PASSWORD" in name}
+    assert secret_env == {"POSTGRES_PASSWORD", "APP_PASSWORD"}
+    for name in secret_env:
+        assert env[name] not in command_line
+        assert f"$({name})" not in command_line  # the kubelet would expand it into argv
+
+
+@pytest.mark.parametrize("section", ["warehouse", "metadataDatabase"])
+def test_a_superuser_name_for_the_application_is_refused(section):
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        render_platform("--set", f"{section}.username=postgres")
+    assert "username must not be postgres" in failed.value.stderr
+
+
+# -- the init script on a real server -----------------------------------------------------------
+
+
+class ImageLikePostgres(TemporaryPostgres):
+    """A cluster as the postgres image's entrypoint leaves it before the init scripts: bootstrap
+    superuser POSTGRES_USER with password POSTGRES_PASSWORD (initdb --pwfile). Local (socket)
+    connections are trusted as in the image; TCP asks for the password, as for the image's
+    clients in other pods."""
+
+    def start_as(self, env: dict[str, str]) -> None:
+        if self.run_as:
+            shutil.chown(self.root, self.run_as, self.run_as)
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(env["POSTGRES_PASSWORD"] + "\n")
+        if self.run_as:
+            shutil.chown(pwfile, self.run_as, self.run_as)
+        self._run(
+            str(self.bin / "initdb"), "-D", str(self.data), "--username", env["POSTGRES_USER"],
+            f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync",
+        )
+        pwfile.unlink()
+        options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} -c fsync=off"
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+
+    def psql(self, env: dict[str, str], *args: str, user: str | None = None) -> subprocess.CompletedProcess:
+        """docker_process_sql: psql as POSTGRES_USER (or ``user``) over the socket, into POSTGRES_DB,
+        with ``env`` as its whole environment (the container's)."""
+        command = [str(self.bin / "psql"), "-v", "ON_ERROR_STOP=1", "--username", user or env["POSTGRES_USER"],
+                   "--no-password", "--no-psqlrc", "--dbname", env["POSTGRES_DB"], *args]
+        process_env = {"PATH": os.environ["PATH"], "PGHOST": str(self.root), "PGPORT": str(self.port), **env}
+        return subprocess.run(command, env=process_env, capture_output=True, text=True)
+
+    def uri(self, user: str, password: str, database: str) -> str:
+        return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{database}"
+
+
+def entrypoint_init(server: ImageLikePostgres, env: dict[str, str], scripts: dict[str, str], tmp: Path) -> None:
+    """docker_setup_db + docker_process_init_files, for the *.sql files the chart ships; the
+    ConfigMap's files land in ``tmp`` (the mounted directory)."""
+    for name, text in scripts.items():
+        (tmp / name).write_text(text)
+    with psycopg.connect(server.uri(env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], "postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{env["POSTGRES_DB"]}"')
+    for name in entrypoint_runs(scripts):
+        assert name.endswith(".sql"), f"{name}: the test emulates only .sql init scripts"
+        result = server.psql(env, "-f", str(tmp / name))
+        assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module", params=[sts for sts, *_ in SERVERS])
+def initialised(request, rendered, tmp_path_factory):
+    """A fresh server of one StatefulSet, initialised by the chart's script with its env."""
+    env = container_env(rendered, request.param)
+    server = ImageLikePostgres()
+    try:
+        server.start_as(env)
+    except (PostgresUnavailable, subprocess.CalledProcessError, OSError) as exc:
+        from tests.support.helm import unavailable
+
+        server.stop()
+        unavailable(f"no PostgreSQL here: {exc}")
+    try:
+        tmp = tmp_path_factory.mktemp("initdb")
+        scripts = init_scripts(rendered, request.param)
+        entrypoint_init(server, env, scripts, tmp)
+        yield server, env, scripts, tmp
+    finally:
+        server.stop()
+
+
+def _as_app(server, env, database=None):
+    return psycopg.connect(server.uri(env["APP_USER"], env["APP_PASSWORD"], database or env["POSTGRES_DB"]), autocommit=True)
+
+
+def _as_superuser(server, env, database=None):
+    return psycopg.connect(
+        server.uri(env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], database or env["POSTGRES_DB"]), autocommit=True
+    )
+
+
+def role_state(server, env) -> dict:
+    with _as_superuser(server, env) as admin:
+        role = admin.execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin, rolinherit,"
+            " ARRAY(SELECT b.rolname FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid WHERE m.member = r.oid)"
+            " FROM pg_roles r WHERE rolname = %s",
+            [env["APP_USER"]],
+        ).fetchone()
+        owners = dict(admin.execute("SELECT datname, pg_get_userbyid(datdba) FROM pg_database").fetchall())
+        roles = [name for (name,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")]
+    return {"role": role, "owners": owners, "roles": roles}
+
+
+def test_the_application_role_is_no_superuser_and_owns_only_its_database(initialised):
+    server, env, _, _ = initialised
+    state = role_state(server, env)
+    # superuser, createdb, createrole, replication, bypassrls: none; login; member of no role.
+    assert state["role"] == (False, False, False, False, False, True, True, [])
+    assert state["roles"] == sorted(["postgres", env["APP_USER"]])
+    assert state["owners"][env["POSTGRES_DB"]] == env["APP_USER"]
+    assert {db for db, owner in state["owners"].items() if owner == env["APP_USER"]} == {env["POSTGRES_DB"]}
+    with _as_superuser(server, env) as admin:
+        assert admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(server.uri(env["APP_USER"], "wrong" + env["APP_PASSWORD"], env["POSTGRES_DB"])).close()
+
+
+def test_the_application_role_creates_tables_in_public(initialised):
+    server, env, _, _ = initialised
+    with _as_app(server, env) as app:
+        with app.transaction():
+            app.execute("CREATE TABLE public.role_check (id bigint PRIMARY KEY, name text)")
+            app.execute("SELECT pg_advisory_xact_lock(hashtextextended('role_check', 0))")
+            with app.cursor().copy("COPY role_check (id, name) FROM STDIN") as copy:
+                copy.write_row((1, "one"))
+        assert app.execute("SELECT count(*), pg_get_userbyid(relowner) FROM role_check, pg_class"
+                           " WHERE oid = 'role_check'::regclass GROUP BY 2").fetchone() == (1, env["APP_USER"])
+        app.execute("DROP TABLE role_check")
+        # Its own schemas, too (it owns the database).
+        app.execute("CREATE SCHEMA role_check_schema")
+        app.execute("DROP SCHEMA role_check_schema")
+
+
+def test_the_loader_runs_as_the_warehouse_role(initialised, tmp_path):
+    """The project's loader (CREATE TABLE under an advisory lock, DELETE, binary COPY)."""
+    from category_pipeline.loader import load_partition
+    from category_pipeline.schema import DAILY_SUMMARY
+    from category_pipeline.storage import write_dataset
+    from category_pipeline.warehouse import Warehouse
+
+    server, env, _, _ = initialised
+    day = date(2026, 4, 1)
+    rows = pa.RecordBatch.from_pydict(
+        {"order_date": [day, day], "category": ["home", "toys"], "orders": [3, 4], "units": [5, 6],
+         "revenue": [7.5, 8.5], "quarantined": [0, 1]},
+        schema=DAILY_SUMMARY,
+    )
+    uri = str(tmp_path / "summary.parquet")
+    write_dataset(uri, DAILY_SUMMARY, iter([rows]))
+    warehouse = Warehouse.from_uri(server.uri(env["APP_USER"], env["APP_PASSWORD"], env["POSTGRES_DB"]))
+    for _ in range(2):  # the second load replaces the partition the first made
+        result = load_partition(warehouse, {"daily_sales_summary": uri}, {"order_date": day.isoformat()})
+    assert result == {"daily_sales_summary": {"loaded": 2, "replaced": 2}}
+    with _as_app(server, env) as app:
+        assert app.execute("SELECT sum(orders), pg_get_userbyid((SELECT relowner FROM pg_class WHERE relname = 'daily_sales_summary'))"
+                           " FROM daily_sales_summary").fetchone() == (7, env["APP_USER"])
+        app.execute("DROP TABLE daily_sales_summary")
+
+
+@pytest.mark.parametrize("initialised", ["platform-metadata-db"], indirect=True)
+def test_airflow_migrates_its_database_as_the_metadata_role(initialised, tmp_path):
+    """`airflow db migrate` (what the official chart's migration job runs) needs no superuser."""
+    server, env, _, _ = initialised
+    uri = server.uri(env["APP_USER"], env["APP_PASSWORD"], env["POSTGRES_DB"])
+    airflow_env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": uri.replace("postgresql://", "postgresql+psycopg2://", 1),
+    }
+    result = subprocess.run(["airflow", "db", "migrate"], env=airflow_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with _as_app(server, env) as app:
+        owners = dict(app.execute(
+            "SELECT relname, pg_get_userbyid(relowner) FROM pg_class WHERE relname IN ('alembic_version', 'dag_run', 'task_instance')"
+        ).fetchall())
+    assert owners == {"alembic_version": "airflow", "dag_run": "airflow", "task_instance": "airflow"}
+
+
+@pytest.mark.parametrize(
+    "statement, error",
+    [
+        ("COPY (SELECT 1) TO PROGRAM 'true'", errors.InsufficientPrivilege),
+        ("COPY own_table FROM PROGRAM 'id'", errors.InsufficientPrivilege),
+        ("COPY own_table FROM '/etc/passwd'", errors.InsufficientPrivilege),
+        ("SELECT pg_read_file('PG_VERSION')", errors.InsufficientPrivilege),
+        ("ALTER SYSTEM SET work_mem = '1GB'", errors.InsufficientPrivilege),
+        ("CREATE EXTENSION file_fdw", errors.InsufficientPrivilege),  # untrusted: superuser only
+        ("CREATE ROLE intruder LOGIN", errors.InsufficientPrivilege),
+        ("CREATE DATABASE intruder", errors.InsufficientPrivilege),
+        ("ALTER ROLE CURRENT_USER SUPERUSER", errors.InsufficientPrivilege),
+        ("SET ROLE postgres", errors.InsufficientPrivilege),
+        ("SELECT * FROM superuser_table", errors.InsufficientPrivilege),
+    ],
+)
+def test_what_the_application_role_may_not_do(initialised, statement, error):
+    server, env, _, _ = initialised
+    with _as_superuser(server, env) as admin:
+        admin.execute("CREATE TABLE IF NOT EXISTS superuser_table (secret text)")
+    with _as_app(server, env) as app:
+        app.execute("CREATE TABLE IF NOT EXISTS own_table (line text)")
+        with pytest.raises(error):
+            app.execute(statement)
+
+
+def test_the_application_role_cannot_enter_other_databases(initialised):
+    server, env, _, _ = initialised
+    with _as_superuser(server, env, "postgres") as admin:
+        admin.execute("CREATE TABLE IF NOT EXISTS elsewhere (secret text)")
+    for database in ("postgres", "template1"):
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(server.uri(env["APP_USER"], env["APP_PASSWORD"], database)).close()
+
+
+def test_running_the_script_again_changes_nothing(initialised):
+    server, env, scripts, tmp = initialised
+    with _as_app(server, env) as app:
+        app.execute("CREATE TABLE IF NOT EXISTS survives (id int)")
+        app.execute("INSERT INTO survives VALUES (1)")
+    before = role_state(server, env)
+    result = server.psql(env, "-f", str(tmp / "app-role.sql"))
+    assert result.returncode == 0, result.stderr
+    assert role_state(server, env) == before
+    with _as_app(server, env) as app:
+        assert app.execute("SELECT id FROM survives").fetchall() == [(1,)]
+        app.execute("DROP TABLE survives")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"APP_PASSWORD": None}, "APP_PASSWORD is not set"),
+        ({"APP_USER": None}, "APP_USER is not set"),
+        ({"APP_PASSWORD": ""}, "APP_PASSWORD is empty"),
+        ({"APP_USER": "postgres"}, "APP_USER is the bootstrap superuser"),
+        ({"POSTGRES_DB": "postgres"}, "POSTGRES_DB is a system database"),
+    ],
+)
+def test_bad_environment_fails_naming_it(initialised, change, message):
+    server, env, scripts, tmp = initialised
+    bad_env = {name: value for name, value in {**env, **change}.items() if value is not None}
+    before = role_state(server, env)
+    result = server.psql(bad_env, "-f", str(tmp / "app-role.sql"))
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert role_state(server, env) == before
+
+
+def test_the_password_stays_out_of_the_server_log(initialised):
+    server, env, scripts, tmp = initialised
+    with _as_superuser(server, env) as admin:
+        admin.execute("ALTER SYSTEM SET log_statement = 'all'")
+        admin.execute("SELECT pg_reload_conf()")
+    try:
+        assert server.psql(env, "-f", str(tmp / "app-role.sql")).returncode == 0
+    finally:
+        with _as_superuser(server, env) as admin:
+            admin.execute("ALTER SYSTEM RESET log_statement")
+            admin.execute("SELECT pg_reload_conf()")
+    log = (server.root / "log").read_text()
+    assert env["APP_PASSWORD"] not in log
+    # log_statement = all was in force until the script's first statement turned it off.
+    assert "statement: SET log_statement = 'none'" in log
+
+
+# -- a volume from before the superuser split ---------------------------------------------------
+
+
+def test_the_migration_leaves_a_new_server_alone(initialised):
+    """The documented command, on a server this chart version initialised: nothing happens."""
+    server, env, _, tmp = initialised
+    before = role_state(server, env)
+    result = server.psql(env, "-f", str(tmp / MIGRATION), user=env["APP_USER"])
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to migrate" in result.stdout
+    assert role_state(server, env) == before
+
+
+@pytest.fixture(params=[sts for sts, *_ in SERVERS])
+def legacy(request, rendered, tmp_path):
+    """A server as the chart before the split left it: initdb --username=<app role> with the
+    connection Secret's password, POSTGRES_DB owned by that superuser, with data in it."""
+    env = container_env(rendered, request.param)
+    legacy_env = {**env, "POSTGRES_USER": env["APP_USER"], "POSTGRES_PASSWORD": env["APP_PASSWORD"]}
+    legacy_env = {name: value for name, value in legacy_env.items() if not name.startswith("APP_")}
+    server = ImageLikePostgres()
+    try:
+        server.start_as(legacy_env)
+    except (PostgresUnavailable, subprocess.CalledProcessError, OSError) as exc:
+        from tests.support.helm import unavailable
+
+        server.stop()
+        unavailable(f"no PostgreSQL here: {exc}")
+    try:
+        with psycopg.connect(server.uri(env["APP_USER"], env["APP_PASSWORD"], "postgres"), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{env["POSTGRES_DB"]}"')
+        with _as_app(server, env) as old:
+            old.execute("CREATE TYPE mood AS ENUM ('ok', 'bad')")
+            old.execute("CREATE DOMAIN positive AS int CHECK (VALUE > 0)")
+            old.execute("CREATE TABLE runs (id serial PRIMARY KEY, ident bigint GENERATED ALWAYS AS IDENTITY,"
+                        " state mood, n positive)")
+            old.execute("INSERT INTO runs (state, n) VALUES ('ok', 1)")
+            old.execute("CREATE SEQUENCE free_counter")
+            old.execute("CREATE VIEW ok_runs AS SELECT * FROM runs WHERE state = 'ok'")
+            old.execute("CREATE MATERIALIZED VIEW run_count AS SELECT count(*) FROM runs")
+            old.execute("CREATE TABLE parts (day date) PARTITION BY RANGE (day)")
+            old.execute("CREATE TABLE parts_2026 PARTITION OF parts FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
+            old.execute("CREATE SCHEMA extra")
+            old.execute("CREATE TABLE extra.notes (note text)")
+            old.execute("CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql AS 'SELECT $1 * 2'")
+        for name, text in init_scripts(rendered, request.param).items():
+            (tmp_path / name).write_text(text)
+        yield server, env, tmp_path
+    finally:
+        server.stop()
+
+
+def _owned_by_others(connection, role: str) -> list[str]:
+    """Objects of the current database outside the system schemas not owned by ``role``."""
+    user_schemas = "(SELECT oid FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND left(nspname, 3) <> 'pg_')"
+    return [name for (name,) in connection.execute(
+        f"""SELECT relname FROM pg_class WHERE relnamespace IN {user_schemas} AND pg_get_userbyid(relowner) <> %(r)s
+            UNION ALL SELECT typname FROM pg_type WHERE typnamespace IN {user_schemas} AND pg_get_userbyid(typowner) <> %(r)s
+            UNION ALL SELECT proname FROM pg_proc WHERE pronamespace IN {user_schemas} AND pg_get_userbyid(proowner) <> %(r)s
+            UNION ALL SELECT nspname FROM pg_namespace WHERE nspname = 'extra' AND pg_get_userbyid(nspowner) <> %(r)s""",
+        {"r": role},
+    )]
+
+
+def test_the_migration_demotes_the_legacy_superuser(legacy, tmp_path):
+    server, env, scripts = legacy
+    lingering = _as_app(server, env)  # a client of the old superuser role, connected throughout
+    with _as_app(server, env) as old:
+        assert old.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
+        assert _owned_by_others(old, env["APP_USER"]) == []
+
+    result = server.psql(env, "-f", str(scripts / MIGRATION), user=env["APP_USER"])
+    assert result.returncode == 0, result.stderr
+    assert "Migrated" in result.stdout
+
+    state = role_state(server, env)
+    assert state["role"] == (False, False, False, False, False, True, True, [])
+    assert state["roles"] == sorted(["postgres", env["APP_USER"]])
+    assert state["owners"][env["POSTGRES_DB"]] == env["APP_USER"]
+    with _as_superuser(server, env) as admin:
+        assert admin.execute("SELECT oid, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (10, True)
+    with pytest.raises(psycopg.OperationalError):
+        lingering.execute("SELECT 1")  # its session ended: it reconnects as the new role
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(server.uri("postgres", env["APP_PASSWORD"], "postgres")).close()
+
+    with _as_app(server, env) as app:
+        assert _owned_by_others(app, env["APP_USER"]) == []
+        app.execute("INSERT INTO runs (state, n) VALUES ('bad', 2)")
+        assert app.execute("SELECT max(id), max(ident), twice(21), nextval('free_counter') FROM runs").fetchone() == (2, 2, 42, 1)
+        app.execute("REFRESH MATERIALIZED VIEW run_count")
+        assert app.execute("SELECT count(*) FROM ok_runs").fetchone() == (1,)
+        app.execute("INSERT INTO parts VALUES ('2026-05-01')")
+        app.execute("INSERT INTO extra.notes VALUES ('still mine')")
+        with pytest.raises(errors.InsufficientPrivilege):
+            app.execute("CREATE ROLE intruder")
+
+    # Once is enough: a second run finds nothing to do.
+    before = role_state(server, env)
+    again = server.psql(env, "-f", str(scripts / MIGRATION), user=env["APP_USER"])
+    assert again.returncode == 0, again.stderr
+    assert "Nothing to migrate" in again.stdout
+    assert role_state(server, env) == before
