@@ -35,6 +35,13 @@ NAMESPACE = "airflow"
 KUBE_VERSION = "1.34.0"  # kindest/node:v1.34.0, the node image of kind v0.30 (scripts/install-tools.sh)
 HELM_TIMEOUT = 120
 
+# Default-deny, DNS, and each flow as the server's ingress + its clients' egress
+# (tests/test_network_policies.py evaluates them).
+NETWORK_POLICIES = {
+    "platform-default-deny", "platform-dns",
+    *(f"platform-{server}{side}" for server in ("warehouse", "metadata-db", "git", "api-server", "triggerer")
+      for side in ("", "-clients")),
+}
 # Every object of a default render: (kind, name). The names are fixed: the official chart's
 # values refer to them.
 DEFAULT_OBJECTS = {
@@ -52,13 +59,25 @@ DEFAULT_OBJECTS = {
     ("Deployment", "platform-git"),
     ("Service", "platform-git"),
     ("ServiceAccount", "airflow-task-runner"),
-    ("NetworkPolicy", "platform-warehouse"),
-    ("NetworkPolicy", "platform-metadata-db"),
-    ("NetworkPolicy", "platform-git"),
+    *{("NetworkPolicy", name) for name in NETWORK_POLICIES},
     ("PersistentVolumeClaim", "pipeline-staging"),
     ("PersistentVolumeClaim", "airflow-logs"),
     ("Secret", "airflow-admin-credentials"),
+    ("Secret", "warehouse-superuser"),
+    ("Secret", "metadata-db-superuser"),
+    ("ConfigMap", "platform-warehouse-initdb"),
+    ("ConfigMap", "platform-metadata-db-initdb"),
+    ("Secret", "git-push-credentials"),
+    ("Secret", "git-dags-connection"),
+    ("Role", "airflow-task-pod-launcher"),
+    ("RoleBinding", "airflow-task-pod-launcher"),
+    ("Role", "airflow-task-log-reader"),
+    ("RoleBinding", "airflow-task-log-reader"),
+    ("ValidatingAdmissionPolicy", "airflow-platform-task-pods-airflow"),
+    ("ValidatingAdmissionPolicyBinding", "airflow-platform-task-pods-airflow"),
 }
+# Cluster-scoped: named after the namespace, so that one release per namespace can coexist.
+CLUSTER_SCOPED_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 SECRET_KEYS = {
     "warehouse-connection": {"uri", "password"},
     "airflow-metadata-connection": {"connection", "password"},
@@ -66,7 +85,11 @@ SECRET_KEYS = {
     "airflow-api-secret-key": {"api-secret-key"},
     "airflow-jwt-secret": {"jwt-secret"},
     "git-credentials": {"GITSYNC_USERNAME", "GITSYNC_PASSWORD", "GIT_SYNC_USERNAME", "GIT_SYNC_PASSWORD"},
+    "git-push-credentials": {"username", "password"},
+    "git-dags-connection": {"connection"},
     "airflow-admin-credentials": {"username", "password"},
+    "warehouse-superuser": {"username", "password"},
+    "metadata-db-superuser": {"username", "password"},
 }
 RBAC_KINDS = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
@@ -163,7 +186,7 @@ def test_chart_metadata():
     assert chart["name"] == "airflow-platform"
     assert chart["version"] == "0.1.0"
     assert str(chart["appVersion"]) == "0.1.0"
-    assert chart["kubeVersion"] == ">=1.29.0-0"
+    assert chart["kubeVersion"] == ">=1.30.0-0"  # ValidatingAdmissionPolicy v1
 
 
 @pytest.mark.parametrize(
@@ -194,15 +217,6 @@ def test_values_schema_rejects_typos_and_bad_values(helm, setting, complaint):
     assert complaint in result.stderr, result.stderr
 
 
-def test_network_policy_cannot_be_opened_to_the_whole_namespace(helm):
-    result = helm.run(
-        "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-        "--set", "warehouse.networkPolicy.allowedPodLabels=null",
-    )
-    assert result.returncode != 0
-    assert "allowedPodLabels" in result.stderr, result.stderr
-
-
 def test_values_file_matches_its_schema():
     schema = json.loads((CHART / "values.schema.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
@@ -228,6 +242,8 @@ def test_no_credentials_in_chart_values():
     leaves = list(_walk(values))
     assert leaves
     for path, value in leaves:
+        if "matchExpressions" in path:  # a label selector's `key`
+            continue
         assert not suspicious.search(path[-1]), f"{'.'.join(path)}: credentials have no place in values.yaml"
         if isinstance(value, str):
             assert not re.search(r"://[^/\s]*:[^/\s]*@", value), f"{'.'.join(path)} holds a URI with a password"
@@ -244,7 +260,10 @@ def test_every_object_is_namespaced_and_labelled(rendered):
     for obj in rendered:
         meta = obj["metadata"]
         assert obj["apiVersion"] and obj["kind"] and meta["name"]
-        assert meta["namespace"] == NAMESPACE, meta["name"]
+        if obj["kind"] in CLUSTER_SCOPED_KINDS:
+            assert "namespace" not in meta and meta["name"].endswith(f"-{NAMESPACE}"), meta["name"]
+        else:
+            assert meta["namespace"] == NAMESPACE, meta["name"]
         labels = meta["labels"]
         assert labels["app.kubernetes.io/name"] == "airflow-platform"
         assert labels["app.kubernetes.io/instance"] == RELEASE
@@ -254,8 +273,10 @@ def test_every_object_is_namespaced_and_labelled(rendered):
         assert labels["app.kubernetes.io/component"], meta["name"]
 
 
-def test_no_rbac_objects(rendered):
-    assert not [obj for obj in rendered if obj["kind"] in RBAC_KINDS]
+def test_rbac_objects_are_namespaced_roles_only(rendered):
+    """Rights in this namespace only (tests/test_rbac.py compares who gets which)."""
+    rbac = {(obj["kind"], obj["metadata"]["name"]) for obj in rendered if obj["kind"] in RBAC_KINDS}
+    assert rbac and {kind for kind, _ in rbac} == {"Role", "RoleBinding"}
 
 
 def test_task_service_account_mounts_no_token(objects):
@@ -374,14 +395,14 @@ def test_no_secret_value_outside_the_secrets(rendered, secrets):
 # -- PostgreSQL -------------------------------------------------------------------------------
 
 POSTGRES = [
-    # (name, component, secret, database/user)
-    ("platform-warehouse", "warehouse", "warehouse-connection", "warehouse"),
-    ("platform-metadata-db", "metadata-db", "airflow-metadata-connection", "airflow"),
+    # (name, component, secret, database/user, the superuser's secret)
+    ("platform-warehouse", "warehouse", "warehouse-connection", "warehouse", "warehouse-superuser"),
+    ("platform-metadata-db", "metadata-db", "airflow-metadata-connection", "airflow", "metadata-db-superuser"),
 ]
 
 
-@pytest.mark.parametrize("name, component, secret, database", POSTGRES)
-def test_postgres_statefulset(objects, name, component, secret, database):
+@pytest.mark.parametrize("name, component, secret, database, superuser_secret", POSTGRES)
+def test_postgres_statefulset(objects, name, component, secret, database, superuser_secret):
     sts = objects[("StatefulSet", name)]
     spec = sts["spec"]
     assert spec["replicas"] == 1
@@ -402,8 +423,12 @@ def test_postgres_statefulset(objects, name, component, secret, database):
     assert container["ports"] == [{"name": "postgresql", "containerPort": 5432, "protocol": "TCP"}]
     env = _env(container)
     assert env["POSTGRES_DB"]["value"] == database
-    assert env["POSTGRES_USER"]["value"] == database
-    assert env["POSTGRES_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": secret, "key": "password"}}
+    # The bootstrap superuser; the application role (APP_USER) is made by the init script
+    # (tests/test_database_roles.py runs it).
+    assert env["POSTGRES_USER"]["value"] == "postgres"
+    assert env["POSTGRES_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": superuser_secret, "key": "password"}}
+    assert env["APP_USER"]["value"] == database
+    assert env["APP_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": secret, "key": "password"}}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     pgdata = env["PGDATA"]["value"]
     assert pgdata.startswith(mounts["data"].rstrip("/") + "/") and pgdata != mounts["data"]
@@ -436,11 +461,13 @@ def test_both_databases_come_from_one_template(objects):
 
     warehouse = shape(
         objects[("StatefulSet", "platform-warehouse")],
-        [("platform-warehouse", "NAME"), ("warehouse-connection", "SECRET"), ("warehouse", "DB")],
+        [("platform-warehouse-initdb", "INITDB"), ("warehouse-superuser", "SUPERUSER"),
+         ("platform-warehouse", "NAME"), ("warehouse-connection", "SECRET"), ("warehouse", "DB")],
     )
     metadata = shape(
         objects[("StatefulSet", "platform-metadata-db")],
-        [("platform-metadata-db", "NAME"), ("airflow-metadata-connection", "SECRET"), ("metadata-db", "DB"), ("airflow", "DB")],
+        [("platform-metadata-db-initdb", "INITDB"), ("metadata-db-superuser", "SUPERUSER"),
+         ("platform-metadata-db", "NAME"), ("airflow-metadata-connection", "SECRET"), ("metadata-db", "DB"), ("airflow", "DB")],
     )
     assert warehouse == metadata
 
@@ -580,42 +607,7 @@ def test_git_server_persistence(helm):
     assert repositories == {"name": "repositories", "persistentVolumeClaim": {"claimName": "platform-git"}}
 
 
-# -- NetworkPolicies --------------------------------------------------------------------------
-
-POLICIES = {
-    # name: (target workload, port, allowed pod labels)
-    "platform-warehouse": (("StatefulSet", "platform-warehouse"), 5432, {"component": "worker", "release": "airflow"}),
-    "platform-metadata-db": (("StatefulSet", "platform-metadata-db"), 5432, {"tier": "airflow", "release": "airflow"}),
-    "platform-git": (("Deployment", "platform-git"), 8080, {"tier": "airflow"}),
-}
-
-
-@pytest.mark.parametrize("name", sorted(POLICIES))
-def test_network_policy(objects, name):
-    target, port, allowed = POLICIES[name]
-    policy = objects[("NetworkPolicy", name)]["spec"]
-    # It selects the target's pods and nothing else of the chart.
-    selector = policy["podSelector"]["matchLabels"]
-    assert selector.items() <= pod_labels(objects[target]).items()
-    for key, other in objects.items():
-        if key[0] in WORKLOAD_KINDS and key != target:
-            assert not selector.items() <= pod_labels(other).items()
-    assert policy["policyTypes"] == ["Ingress"]
-    assert policy["ingress"] == [
-        {"from": [{"podSelector": {"matchLabels": allowed}}], "ports": [{"protocol": "TCP", "port": port}]}
-    ]
-
-
-def test_warehouse_policy_follows_values(helm):
-    (policy,) = [
-        obj
-        for obj in helm.template(
-            "--show-only", "templates/networkpolicies.yaml",
-            "--set-json", 'warehouse.networkPolicy.allowedPodLabels={"component":"worker","release":"prod"}',
-        )
-        if obj["metadata"]["name"] == "platform-warehouse"
-    ]
-    assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"component": "worker", "release": "prod"}}}]
+# NetworkPolicies: tests/test_network_policies.py evaluates them as a pod-to-pod matrix.
 
 
 # -- staging ----------------------------------------------------------------------------------
@@ -650,18 +642,26 @@ TOGGLES = {
         ("Deployment", "platform-git"),
         ("Service", "platform-git"),
         ("NetworkPolicy", "platform-git"),
+        ("NetworkPolicy", "platform-git-clients"),
     },
     "metadataDatabase.enabled=false": {
         ("Service", "platform-metadata-db"),
         ("StatefulSet", "platform-metadata-db"),
         ("Secret", "airflow-metadata-connection"),
+        ("Secret", "metadata-db-superuser"),
+        ("ConfigMap", "platform-metadata-db-initdb"),
         ("NetworkPolicy", "platform-metadata-db"),
+        ("NetworkPolicy", "platform-metadata-db-clients"),
     },
     "networkPolicies.enabled=false": {key for key in DEFAULT_OBJECTS if key[0] == "NetworkPolicy"},
     "staging.enabled=false": {("PersistentVolumeClaim", "pipeline-staging")},
     "logs.enabled=false": {("PersistentVolumeClaim", "airflow-logs")},
     "taskServiceAccount.create=false": {("ServiceAccount", "airflow-task-runner")},
-    "gitCredentials.create=false": {("Secret", "git-credentials")},
+    "gitCredentials.create=false": {
+        ("Secret", "git-credentials"), ("Secret", "git-push-credentials"), ("Secret", "git-dags-connection"),
+    },
+    "rbac.create=false": {key for key in DEFAULT_OBJECTS if key[0] in ("Role", "RoleBinding")},
+    "admissionPolicy.enabled=false": {key for key in DEFAULT_OBJECTS if key[0] in CLUSTER_SCOPED_KINDS},
 }
 
 
@@ -732,6 +732,8 @@ EXISTING = {
     "airflow-jwt-secret": {"jwt-secret": "KeptJwtSecret"},
     "git-credentials": {"GITSYNC_USERNAME": "someone-else", "GITSYNC_PASSWORD": "KeptGitPassword"},
     "airflow-admin-credentials": {"username": "admin", "password": "KeptAdminPassword"},
+    "warehouse-superuser": {"username": "postgres", "password": "KeptWarehouseSuperuserPassword"},
+    "metadata-db-superuser": {"username": "postgres", "password": "KeptMetadataSuperuserPassword"},
 }
 
 
@@ -741,19 +743,19 @@ class _FakeKubernetes(BaseHTTPRequestHandler):
     everything else."""
 
     @staticmethod
-    def _resources(group_version, *kinds):
+    def _resources(group_version, *kinds, namespaced=True):
         return {
             "kind": "APIResourceList",
             "groupVersion": group_version,
             "resources": [
-                {"name": plural, "singularName": kind.lower(), "namespaced": True, "kind": kind,
+                {"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind,
                  "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}
                 for plural, kind in kinds
             ],
         }
 
     def discovery(self):
-        groups = ("apps", "networking.k8s.io")
+        groups = ("apps", "networking.k8s.io", "rbac.authorization.k8s.io", "admissionregistration.k8s.io")
         return {
             "/version": {"major": "1", "minor": "34", "gitVersion": "v1.34.0", "platform": "linux/amd64"},
             "/api": {"kind": "APIVersions", "versions": ["v1"],
@@ -764,9 +766,15 @@ class _FakeKubernetes(BaseHTTPRequestHandler):
             "/api/v1": self._resources(
                 "v1", ("secrets", "Secret"), ("services", "Service"), ("configmaps", "ConfigMap"),
                 ("persistentvolumeclaims", "PersistentVolumeClaim"), ("serviceaccounts", "ServiceAccount"),
+                ("endpoints", "Endpoints"),
             ),
             "/apis/apps/v1": self._resources("apps/v1", ("statefulsets", "StatefulSet"), ("deployments", "Deployment")),
             "/apis/networking.k8s.io/v1": self._resources("networking.k8s.io/v1", ("networkpolicies", "NetworkPolicy")),
+            "/apis/rbac.authorization.k8s.io/v1": self._resources(
+                "rbac.authorization.k8s.io/v1", ("roles", "Role"), ("rolebindings", "RoleBinding")),
+            "/apis/admissionregistration.k8s.io/v1": self._resources(
+                "admissionregistration.k8s.io/v1", ("validatingadmissionpolicies", "ValidatingAdmissionPolicy"),
+                ("validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding"), namespaced=False),
         }
 
     def _send(self, code, body):
@@ -845,7 +853,8 @@ def test_upgrade_keeps_the_credentials_in_the_cluster(helm, fake_cluster):
         "password": metadata,
         "connection": f"postgresql://airflow:{metadata}@platform-metadata-db.airflow.svc.cluster.local:5432/airflow",
     }
-    for name in ("airflow-fernet-key", "airflow-api-secret-key", "airflow-jwt-secret", "airflow-admin-credentials"):
+    for name in ("airflow-fernet-key", "airflow-api-secret-key", "airflow-jwt-secret", "airflow-admin-credentials",
+                 "warehouse-superuser", "metadata-db-superuser"):
         assert secrets[name] == EXISTING[name]
     # The password is kept; the user name comes from the values.
     git = EXISTING["git-credentials"]["GITSYNC_PASSWORD"]
