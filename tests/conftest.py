@@ -116,3 +116,15 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measured by the tests")
         for line in _REPORTS:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def task_pods(airflow_db, tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """(dag_id, task_id) -> the pod Airflow generates (`airflow kubernetes generate-dag-yaml`)
+    for every task of every category DAG and of the summary DAG, from the official chart's
+    rendered pod template: made once per session (the pod contract and pod security tests)."""
+    from category_pipeline.config import load_categories
+    from tests.support import pod_template
+
+    dag_ids = [c.dag_id for c in load_categories(DAGS / "categories.yaml").categories] + [pod_template.SUMMARY_DAG]
+    return pod_template.generate_pods(tmp_path_factory.mktemp("task-pods"), dag_ids)

@@ -51,7 +51,7 @@ CREATE_USER = VALUES["createUserJob"]["args"][-1]
 KNOWN_BAD = {
     # name: (values with one leak, what the render must then contain)
     "password on the create-user command line": (
-        _with(VALUES, "createUserJob.args", ["bash", "-c", CREATE_USER.replace('"$ADMIN_PASSWORD"', "hunter2")]),
+        _with(VALUES, "createUserJob.args", ["bash", "-c", CREATE_USER + " --password hunter2"]),
         "Job/airflow-create-user",
     ),
     "password as an argument of its own": (

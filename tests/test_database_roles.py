@@ -5,7 +5,8 @@ The real init script (taken from the rendered chart's ConfigMap) runs against a 
 PostgreSQL the way the postgres image's docker-entrypoint.sh runs it on an empty volume:
 initdb with the superuser POSTGRES_USER and its password, CREATE DATABASE "$POSTGRES_DB",
 then every *.sql of /docker-entrypoint-initdb.d through
-``psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc --dbname "$POSTGRES_DB" -f``,
+``psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc --dbname "$POSTGRES_DB" -f``
+and every (non-executable) *.sh sourced into bash with ``set -Eeo pipefail``, in sorted order,
 with the container's environment as the rendered StatefulSet defines it (Secret references
 resolved from the rendered Secrets). The container image itself is the boundary not crossed
 here: the entrypoint's steps are emulated, the server, psql and the script are real.
@@ -17,6 +18,7 @@ import base64
 import os
 import shutil
 import subprocess
+import time
 from datetime import date
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from tests.support.postgres import PostgresUnavailable, TemporaryPostgres
 INITDB_DIR = "/docker-entrypoint-initdb.d"
 CHART_FILES = Path(__file__).resolve().parent.parent / "charts" / "airflow-platform" / "files"
 MIGRATION = "migrate-legacy-superuser.psql"
+LOCAL_ONLY = "superuser-local-only.sh"
 SERVERS = [
     # (StatefulSet, application role and database, its connection Secret, the superuser's Secret)
     ("platform-warehouse", "warehouse", "warehouse-connection", "warehouse-superuser"),
@@ -104,13 +107,19 @@ def test_bootstrap_is_the_superuser_and_the_application_role_comes_from_the_init
     # The clients keep connecting as the application role.
     uri = next(v for k, v in _secret(rendered, connection_secret).items() if k in ("uri", "connection"))
     assert uri.startswith(f"postgresql://{role}:")
-    # The chart's files, mounted read-only; the entrypoint runs app-role.sql only (it runs
-    # *.sh, *.sql and *.sql.<compression>, and ignores the rest).
+    # The chart's files, mounted read-only; the entrypoint runs app-role.sql, then
+    # superuser-local-only.sh (it runs *.sh, *.sql and *.sql.<compression> in sorted order,
+    # and ignores the rest).
     assert init_scripts(rendered, statefulset) == {
         "app-role.sql": (CHART_FILES / "postgres-app-role.sql").read_text().rstrip("\n"),
         "migrate-legacy-superuser.psql": (CHART_FILES / "postgres-migrate-legacy-superuser.psql").read_text().rstrip("\n"),
+        LOCAL_ONLY: (CHART_FILES / "postgres-superuser-local-only.sh").read_text().rstrip("\n"),
     }
-    assert entrypoint_runs(init_scripts(rendered, statefulset)) == ["app-role.sql"]
+    assert entrypoint_runs(init_scripts(rendered, statefulset)) == ["app-role.sql", LOCAL_ONLY]
+    # Not executable (the ConfigMap's default mode): the entrypoint sources it.
+    (volume,) = [v for v in _index(rendered)[("StatefulSet", statefulset)]["spec"]["template"]["spec"]["volumes"]
+                 if v["name"] == "initdb"]
+    assert not volume["configMap"].get("defaultMode", 0o644) & 0o111
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == INITDB_DIR]
     assert mount["readOnly"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -153,11 +162,13 @@ def test_a_superuser_name_for_the_application_is_refused(section):
 
 class ImageLikePostgres(TemporaryPostgres):
     """A cluster as the postgres image's entrypoint leaves it before the init scripts: bootstrap
-    superuser POSTGRES_USER with password POSTGRES_PASSWORD (initdb --pwfile). Local (socket)
-    connections are trusted as in the image; TCP asks for the password, as for the image's
-    clients in other pods."""
+    superuser POSTGRES_USER with password POSTGRES_PASSWORD (initdb --pwfile), and
+    pg_setup_hba_conf's ``host all all all scram-sha-256`` appended to pg_hba.conf. Local
+    (socket) connections are trusted as in the image. initdb's loopback lines ask for the
+    password here (``auth_host``), as for the image's clients in other pods; the image leaves
+    them at initdb's default, ``trust``."""
 
-    def start_as(self, env: dict[str, str]) -> None:
+    def start_as(self, env: dict[str, str], auth_host: str = "scram-sha-256") -> None:
         if self.run_as:
             shutil.chown(self.root, self.run_as, self.run_as)
         pwfile = self.root / "pwfile"
@@ -166,11 +177,17 @@ class ImageLikePostgres(TemporaryPostgres):
             shutil.chown(pwfile, self.run_as, self.run_as)
         self._run(
             str(self.bin / "initdb"), "-D", str(self.data), "--username", env["POSTGRES_USER"],
-            f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync",
+            f"--pwfile={pwfile}", "--auth-local=trust", f"--auth-host={auth_host}", "--no-sync",
         )
         pwfile.unlink()
-        options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} -c fsync=off"
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write("\nhost all all all scram-sha-256\n")
+        self.options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} -c fsync=off"
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", self.options, "-l", str(self.root / "log"), "-w", "start")
+
+    def restart(self) -> None:
+        """docker_temp_server_stop, then the real server: it reads pg_hba.conf afresh."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", self.options, "-l", str(self.root / "log"), "-w", "restart")
 
     def psql(self, env: dict[str, str], *args: str, user: str | None = None) -> subprocess.CompletedProcess:
         """docker_process_sql: psql as POSTGRES_USER (or ``user``) over the socket, into POSTGRES_DB,
@@ -180,8 +197,26 @@ class ImageLikePostgres(TemporaryPostgres):
         process_env = {"PATH": os.environ["PATH"], "PGHOST": str(self.root), "PGPORT": str(self.port), **env}
         return subprocess.run(command, env=process_env, capture_output=True, text=True)
 
+    def shell(self, env: dict[str, str], name: str, text: str, sourced: bool = True) -> subprocess.CompletedProcess:
+        """A *.sh init script as the server's OS user (the container's uid 999), with ``env`` as
+        the container's environment and PGDATA this server's: sourced into bash with the
+        entrypoint's ``set -Eeo pipefail`` or, as by hand, run by sh."""
+        script = self.root / name
+        script.write_text(text)
+        if self.run_as:
+            shutil.chown(script, self.run_as, self.run_as)
+        command = ["bash", "-c", 'set -Eeo pipefail; . "$1"', "entrypoint", str(script)] if sourced else ["sh", str(script)]
+        if self.run_as:
+            command = ["runuser", "-u", self.run_as, "--", *command]
+        process_env = {"PATH": f"{self.bin}:{os.environ['PATH']}", **env, "PGDATA": str(self.data)}
+        return subprocess.run(command, env=process_env, capture_output=True, text=True, cwd=self.root)
+
     def uri(self, user: str, password: str, database: str) -> str:
         return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def over_socket(self, user: str, database: str, **options) -> psycopg.Connection:
+        """A login over the Unix socket (the image trusts it): what `kubectl exec` gets."""
+        return psycopg.connect(host=str(self.root), port=self.port, user=user, dbname=database, autocommit=True, **options)
 
 
 def entrypoint_init(server: ImageLikePostgres, env: dict[str, str], scripts: dict[str, str], tmp: Path) -> None:
@@ -189,11 +224,14 @@ def entrypoint_init(server: ImageLikePostgres, env: dict[str, str], scripts: dic
     ConfigMap's files land in ``tmp`` (the mounted directory)."""
     for name, text in scripts.items():
         (tmp / name).write_text(text)
-    with psycopg.connect(server.uri(env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], "postgres"), autocommit=True) as admin:
+    with server.over_socket(env["POSTGRES_USER"], "postgres") as admin:
         admin.execute(f'CREATE DATABASE "{env["POSTGRES_DB"]}"')
     for name in entrypoint_runs(scripts):
-        assert name.endswith(".sql"), f"{name}: the test emulates only .sql init scripts"
-        result = server.psql(env, "-f", str(tmp / name))
+        assert name.endswith((".sql", ".sh")), f"{name}: the test emulates only .sql and .sh init scripts"
+        if name.endswith(".sh"):
+            result = server.shell(env, name, scripts[name])
+        else:
+            result = server.psql(env, "-f", str(tmp / name))
         assert result.returncode == 0, result.stderr
 
 
@@ -213,6 +251,7 @@ def initialised(request, rendered, tmp_path_factory):
         tmp = tmp_path_factory.mktemp("initdb")
         scripts = init_scripts(rendered, request.param)
         entrypoint_init(server, env, scripts, tmp)
+        server.restart()
         yield server, env, scripts, tmp
     finally:
         server.stop()
@@ -223,9 +262,8 @@ def _as_app(server, env, database=None):
 
 
 def _as_superuser(server, env, database=None):
-    return psycopg.connect(
-        server.uri(env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], database or env["POSTGRES_DB"]), autocommit=True
-    )
+    """Over the socket: the only way in for the superuser once superuser-local-only.sh ran."""
+    return server.over_socket(env["POSTGRES_USER"], database or env["POSTGRES_DB"])
 
 
 def role_state(server, env) -> dict:
@@ -402,6 +440,116 @@ def test_the_password_stays_out_of_the_server_log(initialised):
     assert "statement: SET log_statement = 'none'" in log
 
 
+# -- the superuser stays off TCP ----------------------------------------------------------------
+
+
+def _tcp_rejects(server, user: str, password: str, database: str, **options) -> None:
+    with pytest.raises(psycopg.OperationalError, match=f'pg_hba.conf rejects (replication )?connection for host "127.0.0.1", user "{user}"'):
+        psycopg.connect(server.uri(user, password, database), **options).close()
+
+
+def _hba_rules(server, env) -> list[tuple]:
+    """pg_hba.conf as the server parses it: (type, databases, users, address, method), in order."""
+    with _as_superuser(server, env) as admin:
+        rules = admin.execute(
+            "SELECT type, database, user_name, address, auth_method, error FROM pg_hba_file_rules ORDER BY line_number"
+        ).fetchall()
+    assert [rule for rule in rules if rule[-1]] == []
+    return [rule[:-1] for rule in rules]
+
+
+def test_the_superuser_logs_in_over_the_local_socket_only(initialised):
+    server, env, _, _ = initialised
+    superuser, password = env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]
+    for database in (env["POSTGRES_DB"], "postgres", "template1"):
+        _tcp_rejects(server, superuser, password, database)
+    _tcp_rejects(server, superuser, password, "postgres", replication="true")  # physical replication
+    # The application role still comes in over TCP, with its password.
+    with _as_app(server, env) as app:
+        assert app.execute("SELECT current_user, inet_server_addr() IS NOT NULL").fetchone() == (env["APP_USER"], True)
+    # The superuser still comes in over the pod's socket (kubectl exec).
+    with _as_superuser(server, env) as admin:
+        assert admin.execute("SELECT rolsuper, inet_server_addr() FROM pg_roles WHERE rolname = current_user").fetchone() == (True, None)
+    # The reject lines come first: nothing after them can let the superuser in over TCP.
+    rules = _hba_rules(server, env)
+    assert rules[:2] == [
+        ("host", ["all"], [superuser], "all", "reject"),
+        ("host", ["replication"], [superuser], "all", "reject"),
+    ]
+    assert ("host", ["all"], ["all"], "all", "scram-sha-256") in rules[2:]  # the image's line, kept
+
+
+def test_running_the_hba_script_again_changes_nothing(initialised):
+    server, env, scripts, _ = initialised
+    hba = server.data / "pg_hba.conf"
+    before = hba.read_bytes()
+    for sourced in (True, False):
+        result = server.shell(env, LOCAL_ONLY, scripts[LOCAL_ONLY], sourced=sourced)
+        assert result.returncode == 0, result.stderr
+        assert "already rejects TCP logins of postgres" in result.stdout
+        assert hba.read_bytes() == before
+    assert before.decode().count(f"host all {env['POSTGRES_USER']} all reject\n") == 1
+    assert [p.name for p in server.data.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"POSTGRES_USER": None}, "POSTGRES_USER is not set"),
+        ({"POSTGRES_USER": "post gres"}, "POSTGRES_USER 'post gres' is not a plain role name"),
+        ({"POSTGRES_USER": "all,app"}, "POSTGRES_USER 'all,app' is not a plain role name"),
+    ],
+)
+def test_the_hba_script_fails_naming_bad_environment(initialised, change, message):
+    server, env, scripts, _ = initialised
+    bad_env = {name: value for name, value in {**env, **change}.items() if value is not None}
+    before = (server.data / "pg_hba.conf").read_bytes()
+    result = server.shell(bad_env, LOCAL_ONLY, scripts[LOCAL_ONLY])
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert (server.data / "pg_hba.conf").read_bytes() == before
+
+
+def test_the_hba_script_fails_without_pg_hba_conf(rendered, tmp_path):
+    """Sourced by the entrypoint (set -e): its failure stops the initialisation."""
+    env = container_env(rendered, "platform-warehouse")
+    script = tmp_path / LOCAL_ONLY
+    script.write_text(init_scripts(rendered, "platform-warehouse")[LOCAL_ONLY])
+    result = subprocess.run(
+        ["bash", "-c", 'set -Eeo pipefail; . "$1"; echo still running', "entrypoint", str(script)],
+        env={"PATH": os.environ["PATH"], **env, "PGDATA": str(tmp_path / "empty")}, capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert f"{tmp_path}/empty/pg_hba.conf is missing" in result.stderr
+    assert "still running" not in result.stdout
+
+
+def test_the_superuser_is_rejected_where_the_image_trusts_the_loopback(rendered, tmp_path):
+    """The image keeps initdb's default ``host all all 127.0.0.1/32 trust``: the reject lines
+    must come before it, or the superuser walks in over the pod's loopback without a password."""
+    env = container_env(rendered, "platform-warehouse")
+    server = ImageLikePostgres()
+    try:
+        server.start_as(env, auth_host="trust")
+    except (PostgresUnavailable, subprocess.CalledProcessError, OSError) as exc:
+        from tests.support.helm import unavailable
+
+        server.stop()
+        unavailable(f"no PostgreSQL here: {exc}")
+    try:
+        psycopg.connect(server.uri(env["POSTGRES_USER"], "any password", "postgres")).close()  # trusted, before
+        entrypoint_init(server, env, init_scripts(rendered, "platform-warehouse"), tmp_path)
+        server.restart()
+        _tcp_rejects(server, env["POSTGRES_USER"], "any password", "postgres")
+        _tcp_rejects(server, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"])
+        with _as_app(server, env) as app:
+            assert app.execute("SELECT current_user").fetchone() == (env["APP_USER"],)
+        with _as_superuser(server, env) as admin:
+            assert admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
+    finally:
+        server.stop()
+
+
 # -- a volume from before the superuser split ---------------------------------------------------
 
 
@@ -505,3 +653,40 @@ def test_the_migration_demotes_the_legacy_superuser(legacy, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "Nothing to migrate" in again.stdout
     assert role_state(server, env) == before
+
+
+def _until_rejected(server, user: str, password: str, database: str, deadline_seconds: float = 10.0) -> None:
+    """pg_ctl reload only signals the server: wait until it has read pg_hba.conf again."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            psycopg.connect(server.uri(user, password, database)).close()
+        except psycopg.OperationalError as exc:
+            if "pg_hba.conf rejects" in str(exc) or time.monotonic() > deadline:
+                break
+        else:
+            if time.monotonic() > deadline:
+                break
+        time.sleep(0.1)
+    _tcp_rejects(server, user, password, database)
+
+
+def test_by_hand_on_a_legacy_volume_the_superuser_leaves_tcp(legacy):
+    """The init scripts never run on an existing volume: after the migration, the documented
+    `kubectl exec ... sh /docker-entrypoint-initdb.d/superuser-local-only.sh` edits pg_hba.conf
+    and reloads the running server."""
+    server, env, scripts = legacy
+    result = server.psql(env, "-f", str(scripts / MIGRATION), user=env["APP_USER"])
+    assert result.returncode == 0, result.stderr
+    with _as_superuser(server, env) as admin:  # the migrated superuser, still on TCP until then
+        assert admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
+    psycopg.connect(server.uri(env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], "postgres")).close()
+
+    result = server.shell(env, LOCAL_ONLY, (scripts / LOCAL_ONLY).read_text(), sourced=False)
+    assert result.returncode == 0, result.stderr
+    assert "now rejects TCP logins of postgres" in result.stdout
+    _until_rejected(server, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"])
+    with _as_app(server, env) as app:
+        assert app.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+    with _as_superuser(server, env) as admin:
+        assert admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)

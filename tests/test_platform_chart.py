@@ -570,8 +570,13 @@ def test_git_server(objects):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
 
     env = _env(container)
-    assert env["GIT_SERVER_USERNAME"]["valueFrom"] == {"secretKeyRef": {"name": "git-credentials", "key": "GITSYNC_USERNAME"}}
-    assert env["GIT_SERVER_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "git-credentials", "key": "GITSYNC_PASSWORD"}}
+    assert env["GIT_SERVER_READ_USERNAME"]["valueFrom"] == {"secretKeyRef": {"name": "git-credentials", "key": "GITSYNC_USERNAME"}}
+    assert env["GIT_SERVER_READ_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "git-credentials", "key": "GITSYNC_PASSWORD"}}
+    assert env["GIT_SERVER_PUSH_USERNAME"]["valueFrom"] == {"secretKeyRef": {"name": "git-push-credentials", "key": "username"}}
+    assert env["GIT_SERVER_PUSH_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "git-push-credentials", "key": "password"}}
+    assert {k: env[k]["value"] for k in env if k.startswith("GIT_SERVER_MAX") or k.endswith("_TIMEOUT")} == {
+        "GIT_SERVER_MAX_CONNECTIONS": "512", "GIT_SERVER_MAX_WORKERS": "8", "GIT_SERVER_MAX_QUEUED": "16",
+        "GIT_SERVER_IDLE_TIMEOUT": "30", "GIT_SERVER_REQUEST_TIMEOUT": "300", "GIT_SERVER_MAX_BODY_BYTES": "67108864"}
     assert env["GIT_PROJECT_ROOT"]["value"] == "/srv/git"
     assert env["GIT_SERVER_REPO"]["value"] == "dags.git"
     assert env["GIT_SERVER_PORT"]["value"] == "8080"
@@ -862,3 +867,8 @@ def test_upgrade_keeps_the_credentials_in_the_cluster(helm, fake_cluster):
         "GITSYNC_USERNAME": "airflow", "GIT_SYNC_USERNAME": "airflow",
         "GITSYNC_PASSWORD": git, "GIT_SYNC_PASSWORD": git,
     }
+
+
+def test_git_accounts_must_be_two_users(helm):
+    with pytest.raises(AssertionError, match="must be different users"):
+        helm.template("--show-only", "templates/git-server.yaml", "--set", "gitCredentials.pushUsername=airflow")

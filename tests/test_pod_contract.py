@@ -8,12 +8,9 @@ only. They are valid Kubernetes objects."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from category_pipeline.config import load_categories
 from tests.conftest import DAGS
@@ -23,9 +20,8 @@ from tests.support.kube import KUBERNETES_VERSION
 CATEGORIES = load_categories(DAGS / "categories.yaml").categories
 VALUES = pod_template.values()
 IMAGE = f"{VALUES['images']['airflow']['repository']}:{VALUES['images']['airflow']['tag']}"
-LOGICAL_DATE = "2026-11-25"
 STEP_OF_TASK = {"process.validate": "process", "process.compute_metrics": "process", "load": "load"}
-SUMMARY_DAG = "advanced_data_pipeline"
+SUMMARY_DAG = pod_template.SUMMARY_DAG
 
 # What any task container holds: the pod template's env (values.yaml `env` included) and what
 # the executor adds. Nothing else; load pods add the warehouse connection.
@@ -43,37 +39,10 @@ TASK_VOLUMES = {
 AIRFLOW_SECRETS = {"airflow-metadata-connection", "airflow-fernet-key", "airflow-api-secret-key", "airflow-jwt-secret"}
 
 
-def generate_pods(folder, dag_ids, *helm_args: str) -> dict[tuple[str, str], dict]:
-    """(dag_id, task_id) -> the pod Airflow generates for each task of ``dag_ids``, from the pod
-    template and the [kubernetes_executor] settings of the official chart rendered with
-    values.yaml (and ``helm_args``)."""
-    template_file = folder / "pod_template_file.yaml"
-    template_file.write_text(yaml.safe_dump(pod_template.from_chart(*helm_args)))
-    env = {
-        **os.environ,
-        # What the chart writes into airflow.cfg (the image settings included), then the path here.
-        **pod_template.executor_settings(*helm_args),
-        "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE": str(template_file),
-        # What the chart sets in every container, so that parsing sees the same settings.
-        **{e["name"]: e["value"] for e in VALUES["env"]},
-    }
-    generated = {}
-    for dag_id in dag_ids:
-        out = folder / dag_id
-        subprocess.run(
-            ["airflow", "kubernetes", "generate-dag-yaml", dag_id, "-l", LOGICAL_DATE, "-o", str(out)],
-            check=True, capture_output=True, env=env, timeout=180,
-        )
-        for path in (out / "airflow_yaml_output").glob("*.yml"):
-            pod = yaml.safe_load(path.read_text())
-            generated[(pod["metadata"]["annotations"]["dag_id"], pod["metadata"]["annotations"]["task_id"])] = pod
-    return generated
-
-
 @pytest.fixture(scope="module")
-def pods(airflow_db, tmp_path_factory) -> dict[tuple[str, str], dict]:
-    """Every task pod of every category DAG and of the summary DAG."""
-    return generate_pods(tmp_path_factory.mktemp("pods"), [c.dag_id for c in CATEGORIES] + [SUMMARY_DAG])
+def pods(task_pods) -> dict[tuple[str, str], dict]:
+    """Every task pod of every category DAG and of the summary DAG (conftest's task_pods)."""
+    return task_pods
 
 
 def _base(pod: dict) -> dict:
@@ -117,7 +86,7 @@ def test_an_image_digest_pins_every_container_of_the_task_pods(airflow_db, tmp_p
     """images.airflow.digest (values.yaml) reaches the pods Airflow launches, not only the
     chart's own Deployments: the executor's repository:tag settings must not override it."""
     digest = "sha256:" + "ab" * 32
-    generated = generate_pods(tmp_path, [CATEGORIES[0].dag_id], "--set", f"images.airflow.digest={digest}")
+    generated = pod_template.generate_pods(tmp_path, [CATEGORIES[0].dag_id], "--set", f"images.airflow.digest={digest}")
     assert generated
     repository = VALUES["images"]["airflow"]["repository"]
     for pod in generated.values():

@@ -83,11 +83,16 @@ def test_bound_service_accounts_are_the_ones_the_official_chart_runs(rendered):
 
 
 def _token_mounted(pod_spec: dict, accounts: dict[str, dict]) -> bool:
+    # A projected serviceAccountToken volume is a token whatever automount says.
+    projected = any(
+        "serviceAccountToken" in source
+        for volume in pod_spec.get("volumes", []) for source in volume.get("projected", {}).get("sources", [])
+    )
     # The pod's own setting wins; else its ServiceAccount's; Kubernetes' default is to mount.
     if "automountServiceAccountToken" in pod_spec:
-        return pod_spec["automountServiceAccountToken"]
+        return projected or pod_spec["automountServiceAccountToken"]
     account = accounts.get(pod_spec.get("serviceAccountName", "default"), {})
-    return account.get("automountServiceAccountToken", True)
+    return projected or account.get("automountServiceAccountToken", True)
 
 
 def test_only_the_scheduler_and_api_server_get_a_token(rendered):
@@ -101,3 +106,12 @@ def test_only_the_scheduler_and_api_server_get_a_token(rendered):
     assert with_token == TOKEN_HOLDERS
     assert {"airflow-dag-processor", "airflow-triggerer", "airflow-run-airflow-migrations",
             "airflow-create-user", "task pod template"} <= set(workloads) - with_token
+
+
+def test_the_scheduler_token_is_short_lived(rendered):
+    (scheduler,) = [d for d in rendered if d["kind"] == "Deployment" and d["metadata"]["name"] == "airflow-scheduler"]
+    spec = scheduler["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    sources = [s for v in spec["volumes"] for s in v.get("projected", {}).get("sources", [])]
+    (token,) = [s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s]
+    assert token["expirationSeconds"] <= 3600

@@ -5,10 +5,15 @@ missing, failed in CI)."""
 from __future__ import annotations
 
 import configparser
+import os
+import subprocess
 
 import yaml
 
 from tests.support.helm import REPO, render_official
+
+LOGICAL_DATE = "2026-11-25"
+SUMMARY_DAG = "advanced_data_pipeline"
 
 
 def values() -> dict:
@@ -32,3 +37,30 @@ def executor_settings(*args: str) -> dict[str, str]:
     config = configparser.ConfigParser(interpolation=None)
     config.read_string(_config_map(*args)["airflow.cfg"])
     return {f"AIRFLOW__KUBERNETES_EXECUTOR__{key.upper()}": value for key, value in config["kubernetes_executor"].items()}
+
+
+def generate_pods(folder, dag_ids, *helm_args: str) -> dict[tuple[str, str], dict]:
+    """(dag_id, task_id) -> the pod Airflow generates for each task of ``dag_ids``, from the pod
+    template and the [kubernetes_executor] settings of the official chart rendered with
+    values.yaml (and ``helm_args``)."""
+    template_file = folder / "pod_template_file.yaml"
+    template_file.write_text(yaml.safe_dump(from_chart(*helm_args)))
+    env = {
+        **os.environ,
+        # What the chart writes into airflow.cfg (the image settings included), then the path here.
+        **executor_settings(*helm_args),
+        "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE": str(template_file),
+        # What the chart sets in every container, so that parsing sees the same settings.
+        **{e["name"]: e["value"] for e in values()["env"]},
+    }
+    generated = {}
+    for dag_id in dag_ids:
+        out = folder / dag_id
+        subprocess.run(
+            ["airflow", "kubernetes", "generate-dag-yaml", dag_id, "-l", LOGICAL_DATE, "-o", str(out)],
+            check=True, capture_output=True, env=env, timeout=180,
+        )
+        for path in (out / "airflow_yaml_output").glob("*.yml"):
+            pod = yaml.safe_load(path.read_text())
+            generated[(pod["metadata"]["annotations"]["dag_id"], pod["metadata"]["annotations"]["task_id"])] = pod
+    return generated

@@ -86,6 +86,8 @@ Call with (dict
 The server is bootstrapped by the superuser `postgres` (POSTGRES_USER). The application role
 (values.username) is made by files/postgres-app-role.sql, which the image's entrypoint runs
 once on an empty volume: LOGIN, no other attribute, owner of values.database only.
+files/postgres-superuser-local-only.sh, run next, keeps `postgres` off TCP (pg_hba.conf reject):
+it logs in over the pod's local socket only.
 */}}
 {{- define "platform.postgres" -}}
 {{- $selector := include "platform.selectorLabels" (dict "root" .root "component" .component) -}}
@@ -105,6 +107,10 @@ data:
   # Run by the image's entrypoint on an empty volume only (see files/postgres-app-role.sql).
   app-role.sql: |-
     {{- .root.Files.Get "files/postgres-app-role.sql" | nindent 4 }}
+  # Run after it (the entrypoint sorts): the superuser may log in over the local socket only
+  # (see files/postgres-superuser-local-only.sh; on an older volume, run it by hand).
+  superuser-local-only.sh: |-
+    {{- .root.Files.Get "files/postgres-superuser-local-only.sh" | nindent 4 }}
   # Not run by the entrypoint (neither *.sh nor *.sql): run by hand, once, on a volume made
   # before the superuser split (see the file, and values.yaml at `warehouse`).
   migrate-legacy-superuser.psql: |-
