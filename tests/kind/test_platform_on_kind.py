@@ -167,7 +167,8 @@ def test_every_generated_credential_survives_an_upgrade(platform):
     before = _kept_secrets()
     assert set(before) >= {
         "warehouse-connection", "airflow-metadata-connection", "airflow-fernet-key", "airflow-api-secret-key",
-        "airflow-jwt-secret", "git-credentials", "airflow-admin-credentials",
+        "airflow-jwt-secret", "git-credentials", "git-push-credentials", "git-dags-connection",
+        "airflow-admin-credentials", "warehouse-superuser", "metadata-db-superuser",
     }
     make("deploy")
     assert _kept_secrets() == before
