@@ -3,7 +3,11 @@
 The scheduler creates every task pod with its `pods create` right, and a DAG author's
 executor_config pod_override is merged into that pod. The policy (templates/admission-policy.yaml)
 admits, for the scheduler's requests only, pods that run as the task ServiceAccount without an
-API token, from the allowed image repositories, without hostPath volumes or host namespaces.
+API token, from the allowed image repositories, without hostPath volumes or host namespaces,
+referencing only the allowed Secrets (the kubelet resolves a pod's Secret references whatever
+its ServiceAccount may read), and labelled as task pods: component=worker, tier, release, none
+of the platform servers' labels and no other NetworkPolicy client's (the NetworkPolicies and
+Services select pods by labels, which a pod_override may set).
 
 The expressions are taken from the chart as `helm template` renders it, never copied, and
 evaluated with cel-python (tests/support/cel_policy.py says where that is and is not the API
@@ -18,6 +22,9 @@ differs (fields absent, ephemeral containers, updates).
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 import os
 import subprocess
 
@@ -31,7 +38,7 @@ except ImportError:
     pytest.skip("cel-python is not installed (pip install cel-python==0.5.0)", allow_module_level=True)
 
 from category_pipeline.config import load_categories
-from category_pipeline.k8s import pod_override
+from category_pipeline.k8s import load_pod_override, pod_override
 from tests.conftest import DAGS
 from tests.support import pod_template
 from tests.support.cel_policy import Decision, PolicyEvaluator
@@ -65,37 +72,50 @@ def policy() -> PolicyEvaluator:
 
 
 def executor_pod(
-    override: dict | None = None, *, kube_image: str = PLATFORM_IMAGE, category_step: str | None = None
+    override: dict | None = None, *, kube_image: str = PLATFORM_IMAGE, category_step: str | None = None,
+    summary_load: bool = False, template: dict | None = None,
 ) -> dict:
     """The pod the KubernetesExecutor would send: Airflow's PodGenerator.construct_pod (its
-    run_next call) on the official chart's pod template, with `override` as a DAG's
-    executor_config pod_override (a dict, deserialized as Airflow does), or this repo's own
-    pod_override of a category's heavy step."""
+    run_next call) on the official chart's pod template (or `template`), with `override` as a
+    DAG's executor_config pod_override (a dict, deserialized as Airflow does), or this repo's
+    own pod_override of a category's heavy step, or of the summary's load."""
     from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
     from kubernetes.client import ApiClient
 
     if category_step:
         category = load_categories(DAGS / "categories.yaml").categories[0]
         override_pod = pod_override(category, category_step)
+    elif summary_load:
+        override_pod = load_pod_override()
     else:
         if override:
             # V1PodSpec requires containers: a DAG author names the task container, "base".
-            override = {**override, "spec": {"containers": [{"name": "base"}], **override["spec"]}}
+            override = {**override, "spec": {"containers": [{"name": "base"}], **override.get("spec", {})}}
         override_pod = PodGenerator.deserialize_model_dict(override) if override else None
     pod = PodGenerator.construct_pod(
         dag_id="category_books", task_id="load", pod_id="category-books-load", try_number=1,
         kube_image=kube_image, date=None, run_id="manual__2026-01-01", map_index=-1,
         args=["airflow", "tasks", "run", "category_books", "load", "manual__2026-01-01"],
         pod_override_object=override_pod,
-        base_worker_pod=PodGenerator.deserialize_model_dict(pod_template.from_chart()),
+        base_worker_pod=PodGenerator.deserialize_model_dict(copy.deepcopy(template or chart_pod_template())),
         namespace="airflow", scheduler_job_id="1", with_mutation_hook=False,
     )
     return ApiClient().sanitize_for_serialization(pod)
 
 
-def hand_made_pod(**spec) -> dict:
+@functools.cache
+def chart_pod_template(*helm_args: str) -> dict:
+    # Rendered once per set of arguments: every executor_pod needs it.
+    return pod_template.from_chart(*helm_args)
+
+
+TASK_LABELS = {"tier": "airflow", "component": "worker", "release": "airflow"}
+
+
+def hand_made_pod(labels: dict | None = None, **spec) -> dict:
     """A minimal allowed task pod, for the fields whose API-server form the executor never
-    produces (absent fields, ephemeral containers); `spec` overrides its spec (None removes)."""
+    produces (absent fields, ephemeral containers); `spec` overrides its spec (None removes),
+    `labels` replaces the task pod's labels."""
     pod_spec = {
         "serviceAccountName": TASK_SA,
         "automountServiceAccountToken": False,
@@ -104,7 +124,8 @@ def hand_made_pod(**spec) -> dict:
         "volumes": [{"name": "dags", "emptyDir": {}}],
     }
     pod_spec.update(spec)
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "task"},
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "task", "labels": TASK_LABELS if labels is None else labels},
             "spec": {key: value for key, value in pod_spec.items() if value is not None}}
 
 
@@ -116,6 +137,18 @@ def test_the_executors_task_pods_are_admitted(policy):
         assert [c["image"] for c in pod["spec"]["initContainers"]] == [GIT_SYNC_IMAGE]
         assert [c["name"] for c in pod["spec"]["containers"]] == ["base"]
         assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[]), step
+
+
+def test_every_task_pod_of_the_real_dags_is_admitted(policy, task_pods):
+    """What `airflow kubernetes generate-dag-yaml` makes of every task of the category DAGs and
+    the summary DAG (conftest's task_pods): their pod_overrides, labels and Secrets included."""
+    assert task_pods
+    for (dag_id, task_id), pod in task_pods.items():
+        assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[]), (dag_id, task_id)
+    # The premise: the load tasks hold the warehouse's Secret, every task git-sync's.
+    for (dag_id, task_id), pod in task_pods.items():
+        expected = {"git-credentials", "warehouse-connection"} if task_id == "load" else {"git-credentials"}
+        assert referenced_secrets(pod) == expected, (dag_id, task_id)
 
 
 def test_a_task_pod_by_digest_is_admitted(policy):
@@ -188,15 +221,20 @@ def test_a_dag_authors_forbidden_pod_override_is_denied(policy, case):
 
 
 def test_an_override_breaking_every_rule_gets_every_denial(policy):
-    pod = executor_pod({"spec": {
-        "serviceAccountName": "default", "automountServiceAccountToken": True,
-        "hostNetwork": True, "hostPID": True, "hostIPC": True,
-        "containers": [{"name": "base", "image": "evil:1"}],
-        "volumes": [{"name": "docker-sock", "hostPath": {"path": "/var/run/docker.sock"}}],
-    }})
+    pod = executor_pod({
+        "metadata": {"labels": {"component": "scheduler", "app.kubernetes.io/name": "airflow-platform"}},
+        "spec": {
+            "serviceAccountName": "default", "automountServiceAccountToken": True,
+            "hostNetwork": True, "hostPID": True, "hostIPC": True,
+            "containers": [{"name": "base", "image": "evil:1", "envFrom": [{"secretRef": {"name": "airflow-fernet-key"}}]}],
+            "volumes": [{"name": "docker-sock", "hostPath": {"path": "/var/run/docker.sock"}}],
+        },
+    })
     denials = policy.review(pod, SCHEDULER).denials
-    assert len(denials) == 7, denials
+    # 7 of the pod spec, 1 Secret, and the labels: identity, platform server, 2 foreign clients.
+    assert len(denials) == 12, denials
     assert "image evil:1 " in denials[2] and "hostPath volume docker-sock " in denials[3]
+    assert denials[7].startswith("Secret airflow-fernet-key ") and "not component=scheduler" in denials[8]
 
 
 # -- fields as the API server may see them -----------------------------------------------------
@@ -305,6 +343,299 @@ def test_a_registry_with_a_port_is_parsed_by_repository():
         assert denied(image), image
 
 
+# -- Secrets: only those a task pod needs ------------------------------------------------------
+
+ALLOWED_SECRETS_TEXT = "git-credentials, warehouse-connection, git-dags-connection"
+
+
+def secret_denial(name: str) -> str:
+    return f"Secret {name} is not one a task pod may reference (allowed: {ALLOWED_SECRETS_TEXT})"
+
+
+def referenced_secrets(pod: dict) -> set[str]:
+    """The Secrets the env of a pod's containers names (the premise of the allowed cases)."""
+    spec = pod["spec"]
+    return {
+        env["valueFrom"]["secretKeyRef"]["name"]
+        for container in spec["containers"] + spec.get("initContainers", [])
+        for env in container.get("env") or []
+        if (env.get("valueFrom") or {}).get("secretKeyRef")
+    }
+
+
+def test_the_secrets_the_task_pods_need_are_admitted(policy):
+    # The load steps read the warehouse; git-sync's init container clones with git-credentials.
+    for pod in (executor_pod(category_step="load"), executor_pod(summary_load=True)):
+        assert referenced_secrets(pod) == {"git-credentials", "warehouse-connection"}
+        assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[])
+    assert referenced_secrets(executor_pod(category_step="process")) == {"git-credentials"}
+
+
+def test_the_dag_bundle_overlays_task_pods_are_admitted(policy):
+    # values-dag-bundle.yaml: no git-sync, the task container clones with git-dags-connection.
+    template = chart_pod_template("-f", str(REPO / "values-dag-bundle.yaml"))
+    for step in (None, "load"):
+        pod = executor_pod(template=template, category_step=step)
+        assert "git-dags-connection" in referenced_secrets(pod)
+        assert "git-credentials" not in referenced_secrets(pod)
+        assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[]), step
+
+
+def base_container(**fields) -> dict:
+    return {"name": "base", **fields}
+
+
+# Every path by which a pod references a Secret, each with a Secret of the platform a task
+# must never hold.
+FORBIDDEN_SECRET_OVERRIDES = {
+    "env-secret-key-ref": (
+        {"containers": [base_container(env=[{"name": "X", "valueFrom": {
+            "secretKeyRef": {"name": "airflow-metadata-connection", "key": "connection"}}}])]},
+        "airflow-metadata-connection",
+    ),
+    "env-from-secret-ref": (
+        {"containers": [base_container(envFrom=[{"secretRef": {"name": "airflow-fernet-key"}}])]},
+        "airflow-fernet-key",
+    ),
+    "secret-volume": (
+        {"volumes": [{"name": "jwt", "secret": {"secretName": "airflow-jwt-secret"}}]},
+        "airflow-jwt-secret",
+    ),
+    "projected-secret-source": (
+        {"volumes": [{"name": "keys", "projected": {"sources": [
+            {"configMap": {"name": "airflow-config"}},
+            {"secret": {"name": "airflow-api-secret-key"}}]}}]},
+        "airflow-api-secret-key",
+    ),
+    "csi-node-publish-secret": (
+        {"volumes": [{"name": "store", "csi": {"driver": "secrets-store.csi.k8s.io",
+                                               "nodePublishSecretRef": {"name": "airflow-admin-credentials"}}}]},
+        "airflow-admin-credentials",
+    ),
+    # The init container's env: a pod_override's init container with the push credential.
+    "init-container-env": (
+        {"initContainers": [{"name": "push", "image": PLATFORM_IMAGE, "env": [{"name": "P", "valueFrom": {
+            "secretKeyRef": {"name": "git-push-credentials", "key": "password"}}}]}]},
+        "git-push-credentials",
+    ),
+    "init-container-env-from": (
+        {"initContainers": [{"name": "push", "image": PLATFORM_IMAGE,
+                             "envFrom": [{"prefix": "DB_", "secretRef": {"name": "airflow-metadata-connection"}}]}]},
+        "airflow-metadata-connection",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORBIDDEN_SECRET_OVERRIDES))
+def test_a_pod_override_referencing_another_secret_is_denied(policy, case):
+    spec, secret = FORBIDDEN_SECRET_OVERRIDES[case]
+    pod = executor_pod({"spec": spec})
+    assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[secret_denial(secret)])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"containers": [base_container(image=PLATFORM_IMAGE, envFrom=[{"secretRef": {"name": "warehouse-connection"}}])]},
+        {"volumes": [{"name": "git", "secret": {"secretName": "git-credentials"}}]},
+        {"volumes": [{"name": "git", "projected": {"sources": [{"secret": {"name": "git-dags-connection"}}]}}]},
+        {"volumes": [{"name": "store", "csi": {"driver": "d", "nodePublishSecretRef": {"name": "git-credentials"}}}]},
+        # The kubelet pulls with it; no container sees it, and the images are restricted anyway.
+        {"imagePullSecrets": [{"name": "airflow-metadata-connection"}]},
+        # Secret-free references of the same shapes.
+        {"containers": [base_container(image=PLATFORM_IMAGE, envFrom=[{"configMapRef": {"name": "c"}}],
+                                       env=[{"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])]},
+    ],
+    ids=["env-from-allowed", "secret-volume-allowed", "projected-allowed", "csi-allowed", "image-pull-secret",
+         "no-secret"],
+)
+def test_allowed_secrets_by_every_path_are_admitted(policy, spec):
+    assert policy.review(hand_made_pod(**spec), SCHEDULER).denials == []
+
+
+def test_an_ephemeral_containers_secret_is_denied(policy):
+    debugger = {"name": "debugger", "image": PLATFORM_IMAGE,
+                "envFrom": [{"secretRef": {"name": "airflow-jwt-secret"}}]}
+    pod = hand_made_pod(ephemeralContainers=[debugger])
+    assert policy.review(pod, SCHEDULER, operation="UPDATE", resource="pods/ephemeralcontainers",
+                         old_pod=hand_made_pod()).denials == [secret_denial("airflow-jwt-secret")]
+
+
+def test_a_secret_reference_without_a_name_is_denied(policy):
+    # The API server rejects such a pod anyway; here it must not slip through as "no reference".
+    pod = hand_made_pod(volumes=[{"name": "s", "projected": {"sources": [{"secret": {}}]}}])
+    assert policy.review(pod, SCHEDULER).denials == [secret_denial("(no name)")]
+
+
+def test_the_first_foreign_secret_is_named_among_allowed_ones(policy):
+    pod = hand_made_pod(
+        containers=[base_container(image=PLATFORM_IMAGE, env=[
+            {"name": "W", "valueFrom": {"secretKeyRef": {"name": "warehouse-connection", "key": "uri"}}},
+            {"name": "F", "valueFrom": {"secretKeyRef": {"name": "airflow-fernet-key", "key": "fernet-key"}}},
+        ])],
+        volumes=[{"name": "jwt", "secret": {"secretName": "airflow-jwt-secret"}}],
+    )
+    assert policy.review(pod, SCHEDULER).denials == [secret_denial("airflow-fernet-key")]
+
+
+def test_allowed_secrets_are_a_value():
+    only_git = evaluator("--set-json", 'admissionPolicy.allowedSecrets=["git-credentials"]')
+    assert only_git.review(executor_pod(category_step="process"), SCHEDULER).denials == []
+    assert only_git.review(executor_pod(category_step="load"), SCHEDULER).denials == [
+        "Secret warehouse-connection is not one a task pod may reference (allowed: git-credentials)"
+    ]
+    none = evaluator("--set-json", "admissionPolicy.allowedSecrets=[]")
+    assert none.review(executor_pod(), SCHEDULER).denials == [
+        "Secret git-credentials is not one a task pod may reference (allowed: none)"
+    ]
+
+
+# -- labels: a task pod's NetworkPolicy identity -----------------------------------------------
+
+METADATA_CLIENT = ("task pods must not carry the labels of the metadata database's clients "
+                   "(metadataDatabase.networkPolicy.clients)")
+KUBERNETES_API_CLIENT = ("task pods must not carry the labels of the Kubernetes API's clients "
+                         "(networkPolicies.kubernetesApi.clients)")
+PLATFORM_SERVER = ("task pods must not be labelled app.kubernetes.io/name=airflow-platform "
+                   "(the platform's server pods: their Services and NetworkPolicies select it)")
+
+
+def identity_denial(key: str, expected: str, actual: str | None) -> str:
+    found = f"{key}={actual}" if actual is not None else f"without label {key}"
+    return f"task pods must be labelled {key}={expected} (their NetworkPolicy identity), not {found}"
+
+
+# Every label of templates/_networkpolicy.tpl and networkpolicies.yaml that grants more than a
+# task flow, as a pod_override would set it.
+SPOOFED_LABELS = {
+    "scheduler": ({"component": "scheduler"}, [
+        identity_denial("component", "worker", "scheduler"), METADATA_CLIENT, KUBERNETES_API_CLIENT]),
+    "api-server": ({"component": "api-server"}, [
+        identity_denial("component", "worker", "api-server"), METADATA_CLIENT, KUBERNETES_API_CLIENT]),
+    **{
+        component: ({"component": component}, [identity_denial("component", "worker", component), METADATA_CLIENT])
+        for component in ("dag-processor", "triggerer", "run-airflow-migrations", "create-user-job")
+    },
+    # Any other component is no task pod either (statsd, pgbouncer: the official chart's Services).
+    "statsd": ({"component": "statsd"}, [identity_denial("component", "worker", "statsd")]),
+    "tier": ({"tier": "platform"}, [identity_denial("tier", "airflow", "platform")]),
+    "release": ({"release": "other"}, [identity_denial("release", "airflow", "other")]),
+    # The platform's server pods: a task pod with these would be the metadata DB Service's endpoint.
+    "metadata-db-server": (
+        {"app.kubernetes.io/name": "airflow-platform", "app.kubernetes.io/instance": "platform",
+         "app.kubernetes.io/component": "metadata-db"},
+        [PLATFORM_SERVER],
+    ),
+    "platform-name-only": ({"app.kubernetes.io/name": "airflow-platform"}, [PLATFORM_SERVER]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPOOFED_LABELS))
+def test_a_pod_override_spoofing_labels_is_denied(policy, case):
+    labels, denials = SPOOFED_LABELS[case]
+    pod = executor_pod({"metadata": {"labels": labels}})
+    assert all(pod["metadata"]["labels"][key] == value for key, value in labels.items())  # the merge kept them
+    assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=denials)
+
+
+def test_the_task_labels_and_the_load_step_label_are_admitted(policy):
+    pod = executor_pod({"metadata": {"labels": {
+        "airflow-platform.io/step": "load", "airflow-platform.io/category": "books",
+        "app.kubernetes.io/part-of": "airflow-platform", "app.kubernetes.io/name": "my-task", "team": "data",
+    }}})
+    assert pod["metadata"]["labels"]["component"] == "worker"
+    assert policy.review(pod, SCHEDULER).denials == []
+    load = executor_pod(category_step="load")
+    assert load["metadata"]["labels"]["airflow-platform.io/step"] == "load"
+    assert load["metadata"]["labels"]["app.kubernetes.io/part-of"] == "airflow-platform"
+
+
+@pytest.mark.parametrize(
+    "labels, denials",
+    [
+        (None, [identity_denial("component", "worker", None)]),  # the first of the three
+        ({"tier": "airflow", "release": "airflow"}, [identity_denial("component", "worker", None)]),
+        ({"component": "worker", "release": "airflow"}, [identity_denial("tier", "airflow", None)]),
+        ({"component": "worker", "tier": "airflow"}, [identity_denial("release", "airflow", None)]),
+    ],
+    ids=["no-labels", "no-component", "no-tier", "no-release"],
+)
+def test_absent_identity_labels_are_denied(policy, labels, denials):
+    pod = hand_made_pod(labels=labels or {})
+    if labels is None:
+        del pod["metadata"]["labels"]
+    assert policy.review(pod, SCHEDULER).denials == denials
+
+
+def test_the_release_is_network_policies_airflow_release():
+    policy = evaluator("--set", "networkPolicies.airflowRelease=etl")
+    etl = {**TASK_LABELS, "release": "etl"}
+    assert policy.review(hand_made_pod(labels=etl), SCHEDULER).denials == []
+    assert policy.review(hand_made_pod(), SCHEDULER).denials == [identity_denial("release", "etl", "airflow")]
+    # The scheduler of release etl, spoofed: the foreign-client rules follow the release too.
+    assert policy.review(hand_made_pod(labels={**etl, "component": "scheduler"}), SCHEDULER).denials == [
+        identity_denial("component", "worker", "scheduler"), METADATA_CLIENT, KUBERNETES_API_CLIENT]
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    """Kubernetes' label selector semantics (the reference the rendered CEL is held to)."""
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for requirement in selector.get("matchExpressions") or []:
+        key, operator, values = requirement["key"], requirement["operator"], requirement.get("values", [])
+        if not {"In": key in labels and labels[key] in values,
+                "NotIn": key not in labels or labels[key] not in values,
+                "Exists": key in labels,
+                "DoesNotExist": key not in labels}[operator]:
+            return False
+    return True
+
+
+# Each with matchExpressions (the schema wants at least one term, and helm merges a set
+# selector into the default one: a set list replaces the default's).
+SELECTORS = [
+    {"matchLabels": {"db-access": "yes"},
+     "matchExpressions": [{"key": "component", "operator": "In", "values": ["worker", "scheduler"]}]},
+    {"matchExpressions": [{"key": "db-access", "operator": "In", "values": ["yes", "always"]}]},
+    {"matchExpressions": [{"key": "db-access", "operator": "Exists"}]},
+    {"matchExpressions": [{"key": "component", "operator": "NotIn", "values": ["worker"]}]},
+    {"matchExpressions": [{"key": "sandbox", "operator": "DoesNotExist"}]},
+    {"matchLabels": {"example.com/team": "data"},
+     "matchExpressions": [{"key": "sandbox", "operator": "DoesNotExist"},
+                          {"key": "tier-class", "operator": "NotIn", "values": ["low"]}]},
+]
+LABEL_SETS = [
+    {}, {"db-access": "yes"}, {"db-access": "always"}, {"db-access": "no"}, {"db-access": ""},
+    {"example.com/team": "data"}, {"example.com/team": "data", "sandbox": "1"}, {"sandbox": ""},
+    {"example.com/team": "data", "tier-class": "low"}, {"example.com/team": "data", "tier-class": "high"},
+]
+
+
+@pytest.mark.parametrize("selector", SELECTORS, ids=lambda s: str(s)[:60])
+def test_foreign_client_selectors_follow_the_values(selector):
+    """Whatever metadataDatabase.networkPolicy.clients says, a task pod it would select is
+    denied, and one it would not is admitted (selectors narrowed to tier and release, as the
+    NetworkPolicies narrow them)."""
+    setting = json.dumps(selector)
+    policy = evaluator("--set-json", f"metadataDatabase.networkPolicy.clients={setting}")
+    for extra in LABEL_SETS:
+        labels = {**TASK_LABELS, **extra}
+        expected = [METADATA_CLIENT] if matches(selector, labels) else []
+        assert policy.review(hand_made_pod(labels=labels), SCHEDULER).denials == expected, (selector, labels)
+    # Kubernetes API clients likewise.
+    policy = evaluator("--set-json", f"networkPolicies.kubernetesApi.clients={setting}")
+    for extra in LABEL_SETS:
+        labels = {**TASK_LABELS, **extra}
+        expected = [KUBERNETES_API_CLIENT] if matches(selector, labels) else []
+        assert policy.review(hand_made_pod(labels=labels), SCHEDULER).denials == expected, (selector, labels)
+
+
+def test_a_selector_value_cannot_rewrite_the_cel():
+    error = helm_template_error(
+        "--set-json", """metadataDatabase.networkPolicy.clients={"matchLabels": {"component": "x' || true || '"}}""")
+    assert "admissionPolicy: the selector label component=x' || true || ' is not a Kubernetes label" in error, error
+
+
 # -- who is matched ----------------------------------------------------------------------------
 
 
@@ -402,6 +733,10 @@ def test_a_cluster_older_than_1_30_is_refused_unless_disabled():
         "admissionPolicy.validationActions=[]",
         'admissionPolicy.validationActions=["Block"]',
         "admissionPolicy.enforce=true",
+        'admissionPolicy.allowedSecrets=["Airflow-Fernet-Key"]',
+        'admissionPolicy.allowedSecrets=["x\' || true || \'"]',  # would rewrite the CEL
+        'admissionPolicy.allowedSecrets=["git-credentials","git-credentials"]',
+        'admissionPolicy.allowedSecrets="git-credentials"',
     ],
 )
 def test_schema_rejects_bad_values(setting):

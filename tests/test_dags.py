@@ -65,11 +65,26 @@ def test_heavy_steps_carry_a_pod_override_from_the_category_settings(dagbag, cat
     assert container.resources.limits == expected.limits.model_dump()
     assert pod.metadata.labels["airflow-platform.io/category"] == category.name
     assert pod.metadata.labels["airflow-platform.io/step"] == step
+    if step != "load":
+        assert not container.env, "only the load step gets the warehouse credential"
+        return
     (env,) = container.env
     assert env.name == "AIRFLOW_CONN_WAREHOUSE_DEFAULT"
     assert env.value is None, "credentials must come from a Secret, not a literal"
     assert env.value_from.secret_key_ref.name == WAREHOUSE_SECRET
     assert env.value_from.secret_key_ref.key == "uri"
+
+
+def test_the_summary_load_alone_gets_the_warehouse(dagbag):
+    dag = dagbag.dags["advanced_data_pipeline"]
+    for task in dag.tasks:
+        pod = (task.executor_config or {}).get("pod_override")
+        env = [e.name for c in pod.spec.containers for e in (c.env or [])] if pod else []
+        if task.task_id == "load":
+            assert env == ["AIRFLOW_CONN_WAREHOUSE_DEFAULT"]
+            assert pod.metadata.labels["airflow-platform.io/step"] == "load"
+        else:
+            assert not env, task.task_id
 
 
 def test_light_steps_run_with_the_default_pod(dagbag):

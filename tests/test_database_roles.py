@@ -537,10 +537,10 @@ def test_the_superuser_is_rejected_where_the_image_trusts_the_loopback(rendered,
         server.stop()
         unavailable(f"no PostgreSQL here: {exc}")
     try:
-        psycopg.connect(server.uri(env["POSTGRES_USER"], "any password", "postgres")).close()  # trusted, before
+        psycopg.connect(server.uri(env["POSTGRES_USER"], "not-the-password", "postgres")).close()  # trusted, before
         entrypoint_init(server, env, init_scripts(rendered, "platform-warehouse"), tmp_path)
         server.restart()
-        _tcp_rejects(server, env["POSTGRES_USER"], "any password", "postgres")
+        _tcp_rejects(server, env["POSTGRES_USER"], "not-the-password", "postgres")
         _tcp_rejects(server, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"])
         with _as_app(server, env) as app:
             assert app.execute("SELECT current_user").fetchone() == (env["APP_USER"],)

@@ -186,7 +186,7 @@ def test_chart_metadata():
     assert chart["name"] == "airflow-platform"
     assert chart["version"] == "0.1.0"
     assert str(chart["appVersion"]) == "0.1.0"
-    assert chart["kubeVersion"] == ">=1.30.0-0"  # ValidatingAdmissionPolicy v1
+    assert chart["kubeVersion"] == ">=1.29.0-0"  # 1.29 with admissionPolicy.enabled=false
 
 
 @pytest.mark.parametrize(
@@ -872,3 +872,26 @@ def test_upgrade_keeps_the_credentials_in_the_cluster(helm, fake_cluster):
 def test_git_accounts_must_be_two_users(helm):
     with pytest.raises(AssertionError, match="must be different users"):
         helm.template("--show-only", "templates/git-server.yaml", "--set", "gitCredentials.pushUsername=airflow")
+
+
+DIGEST = "sha256:" + "cd" * 32
+
+
+@pytest.mark.parametrize("image_value, workload", [
+    ("warehouse.image", ("StatefulSet", "platform-warehouse")),
+    ("metadataDatabase.image", ("StatefulSet", "platform-metadata-db")),
+    ("gitServer.image", ("Deployment", "platform-git")),
+])
+def test_an_image_digest_pins_the_image(helm, image_value, workload):
+    objects = _index(helm.template("--set", f"{image_value}.digest={DIGEST}"))
+    (container,) = _pod_spec(objects[workload])["containers"]
+    repository = container["image"].split("@")[0]
+    assert container["image"] == f"{repository}@{DIGEST}"
+    for key, other in objects.items():
+        if key[0] in WORKLOAD_KINDS and key != workload:
+            assert all(DIGEST not in c["image"] for c in _pod_spec(other)["containers"]), key
+
+
+def test_a_malformed_digest_is_refused(helm):
+    result = helm.run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set", "warehouse.image.digest=sha256:abc")
+    assert result.returncode != 0 and "/warehouse/image/digest" in result.stderr, result.stderr

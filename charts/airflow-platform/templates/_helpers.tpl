@@ -177,7 +177,7 @@ spec:
       terminationGracePeriodSeconds: 60
       containers:
         - name: postgres
-          image: "{{ $v.image.repository }}:{{ $v.image.tag }}"
+          image: {{ include "platform.image" $v.image | quote }}
           imagePullPolicy: {{ $v.image.pullPolicy }}
           {{- with $v.postgresConfig }}
           args:
