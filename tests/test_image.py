@@ -120,10 +120,13 @@ def _docker(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 
 
 def _run(image: str, *command: str, entrypoint: str = "python", dags: bool = False, env: dict | None = None,
-         timeout: int = 300) -> str:
+         timeout: int = 300, read_only: bool = False) -> str:
     """stdout of `docker run --rm --network none` (the entrypoint overridden: same on the
-    official image, whose own entrypoint would wait for a database first)."""
+    official image, whose own entrypoint would wait for a database first). ``read_only``: as
+    the charts run it, a read-only root filesystem with /tmp the only writable place."""
     args = ["run", "--rm", "--network", "none", "--entrypoint", entrypoint]
+    if read_only:
+        args += ["--read-only", "--tmpfs", "/tmp:rw,size=512m"]
     if dags:
         args += ["--volume", f"{REPO / 'dags'}:/opt/airflow/dags:ro"]
     for name, value in (env or {}).items():
@@ -328,12 +331,14 @@ def test_every_dag_imports_in_the_image(built):
         "print('RESULT ' + json.dumps({'import_errors': {k: str(v) for k, v in bag.import_errors.items()},"
         " 'dag_ids': sorted(bag.dag_ids)}))"
     )
-    result = _result(_run(built["image"], "-c", snippet, dags=True, env={"AIRFLOW__CORE__LOAD_EXAMPLES": "False"}))
+    result = _result(_run(built["image"], "-c", snippet, dags=True, env={"AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
+                          read_only=True))
     assert result["import_errors"] == {}
     assert EXPECTED_DAGS <= set(result["dag_ids"]), result["dag_ids"]
 
 
 def test_a_category_extracts_processes_and_loads_in_the_image(built):
+    """On a read-only root filesystem, /tmp its only writable place, as the task pods run."""
     snippet = """
 import json, sys
 from datetime import date
@@ -369,7 +374,7 @@ print("RESULT " + json.dumps({
         "AIRFLOW_CONN_WAREHOUSE_DEFAULT": json.dumps({"conn_type": "sqlite", "host": "/tmp/wh.db"}),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     }
-    result = _result(_run(built["image"], "-c", snippet, dags=True, env=env))
+    result = _result(_run(built["image"], "-c", snippet, dags=True, env=env, read_only=True))
     print(f"\n[image] home category in the image: {json.dumps(result)}")
     assert result["staging"] == "/tmp/staging"
     assert result["extracted"] == result["clean_rows"] + result["quarantined_rows"] > 0
