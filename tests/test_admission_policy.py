@@ -226,7 +226,8 @@ def test_an_override_breaking_every_rule_gets_every_denial(policy):
         "spec": {
             "serviceAccountName": "default", "automountServiceAccountToken": True,
             "hostNetwork": True, "hostPID": True, "hostIPC": True,
-            "containers": [{"name": "base", "image": "evil:1", "envFrom": [{"secretRef": {"name": "airflow-fernet-key"}}]}],
+            "containers": [{"name": "base", "image": "evil:1",
+                            "envFrom": [{"secretRef": {"name": "airflow-fernet-key"}}]}],
             "volumes": [{"name": "docker-sock", "hostPath": {"path": "/var/run/docker.sock"}}],
         },
     })
