@@ -228,14 +228,16 @@ def test_an_override_breaking_every_rule_gets_every_denial(policy):
             "hostNetwork": True, "hostPID": True, "hostIPC": True,
             "containers": [{"name": "base", "image": "evil:1",
                             "envFrom": [{"secretRef": {"name": "airflow-fernet-key"}}]}],
-            "volumes": [{"name": "docker-sock", "hostPath": {"path": "/var/run/docker.sock"}}],
+            "volumes": [{"name": "docker-sock", "hostPath": {"path": "/var/run/docker.sock"}},
+                        {"name": "db", "persistentVolumeClaim": {"claimName": "data-platform-metadata-db-0"}}],
         },
     })
     denials = policy.review(pod, SCHEDULER).denials
-    # 7 of the pod spec, 1 Secret, and the labels: identity, platform server, 2 foreign clients.
-    assert len(denials) == 12, denials
+    # 7 of the pod spec, 1 claim, 1 Secret, and the labels: identity, platform server, 2 foreign clients.
+    assert len(denials) == 13, denials
     assert "image evil:1 " in denials[2] and "hostPath volume docker-sock " in denials[3]
-    assert denials[7].startswith("Secret airflow-fernet-key ") and "not component=scheduler" in denials[8]
+    assert denials[7] == claim_denial("data-platform-metadata-db-0")
+    assert denials[8].startswith("Secret airflow-fernet-key ") and "not component=scheduler" in denials[9]
 
 
 # -- fields as the API server may see them -----------------------------------------------------
@@ -488,6 +490,33 @@ def test_allowed_secrets_are_a_value():
     none = evaluator("--set-json", "admissionPolicy.allowedSecrets=[]")
     assert none.review(executor_pod(), SCHEDULER).denials == [
         "Secret git-credentials is not one a task pod may reference (allowed: none)"
+    ]
+
+
+# -- claims: the staging and log volumes only ------------------------------------------------
+
+
+def claim_denial(name: str) -> str:
+    return f"PersistentVolumeClaim {name} is not one a task pod may mount (allowed: pipeline-staging, airflow-logs)"
+
+
+@pytest.mark.parametrize("claim", ["data-platform-metadata-db-0", "data-platform-warehouse-0", "platform-git"])
+def test_a_pod_override_mounting_another_claim_is_denied(policy, claim):
+    pod = executor_pod({"spec": {"volumes": [{"name": "steal", "persistentVolumeClaim": {"claimName": claim}}]}})
+    assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[claim_denial(claim)])
+
+
+def test_the_task_pods_claims_are_admitted(policy):
+    pod = executor_pod(category_step="load")
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"pipeline-staging", "airflow-logs"}
+    assert policy.review(pod, SCHEDULER).denials == []
+
+
+def test_allowed_claims_are_a_value():
+    none = evaluator("--set-json", "admissionPolicy.allowedVolumeClaims=[]")
+    assert none.review(executor_pod(), SCHEDULER).denials == [
+        "PersistentVolumeClaim airflow-logs is not one a task pod may mount (allowed: none)"
     ]
 
 

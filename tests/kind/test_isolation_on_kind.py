@@ -2,7 +2,9 @@
 
 - a task pod asking, through a DAG's pod_override, for `privileged: true` is refused by the
   cluster (Pod Security "restricted" on the namespace, and the platform's
-  ValidatingAdmissionPolicy), and so are a foreign ServiceAccount and a foreign image;
+  ValidatingAdmissionPolicy), and so are a foreign ServiceAccount, a token, a foreign image,
+  another Secret, another component's labels and a database's volume (which also proves that
+  Kubernetes compiles the policy's CEL, which the unit tests evaluate with cel-python);
 - a task pod cannot open a TCP connection to the metadata database, while the same pod
   reaches the API server's execution API (so the refusal is the NetworkPolicy, not a
   broken pod).
@@ -66,7 +68,15 @@ def test_the_unchanged_task_pod_is_admitted(task_pod, tmp_path):
     (lambda pod: pod["spec"].update(serviceAccountName="default"), "ValidatingAdmissionPolicy"),
     (lambda pod: pod["spec"].update(automountServiceAccountToken=True), "ValidatingAdmissionPolicy"),
     (lambda pod: _base(pod).update(image="docker.io/library/busybox:1.36"), "ValidatingAdmissionPolicy"),
-], ids=["privileged", "host-network", "host-path", "other-service-account", "token", "foreign-image"])
+    (lambda pod: _base(pod).setdefault("env", []).append(
+        {"name": "DB", "valueFrom": {"secretKeyRef": {"name": "airflow-metadata-connection", "key": "connection"}}}),
+     "ValidatingAdmissionPolicy"),
+    (lambda pod: pod["metadata"]["labels"].update(component="scheduler"), "ValidatingAdmissionPolicy"),
+    (lambda pod: pod["spec"]["volumes"].append(
+        {"name": "db", "persistentVolumeClaim": {"claimName": "data-platform-metadata-db-0"}}),
+     "ValidatingAdmissionPolicy"),
+], ids=["privileged", "host-network", "host-path", "other-service-account", "token", "foreign-image",
+        "metadata-db-secret", "scheduler-label", "database-volume"])
 def test_a_pod_override_beyond_the_task_contract_is_refused(task_pod, tmp_path, change, refused_by):
     pod = copy.deepcopy(task_pod)
     change(pod)
