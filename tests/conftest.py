@@ -128,3 +128,13 @@ def task_pods(airflow_db, tmp_path_factory) -> dict[tuple[str, str], dict]:
 
     dag_ids = [c.dag_id for c in load_categories(DAGS / "categories.yaml").categories] + [pod_template.SUMMARY_DAG]
     return pod_template.generate_pods(tmp_path_factory.mktemp("task-pods"), dag_ids)
+
+
+@pytest.fixture(scope="session")
+def loopback_s3():
+    """A real S3 API on 127.0.0.1 (moto's ThreadedMotoServer), for the whole session."""
+    from tests.support.s3 import LoopbackS3
+
+    server = LoopbackS3().start()
+    yield server
+    server.stop()
