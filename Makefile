@@ -49,8 +49,8 @@ $(STAMP): requirements.lock pyproject.toml | $(VENV_BIN)/python
 ifneq ($(WAREHOUSE),)
 run: export AIRFLOW_CONN_WAREHOUSE_DEFAULT := $(WAREHOUSE)
 endif
-run: venv ## Main job: all category DAGs + advanced_data_pipeline for DATE (default yesterday) on SQLite (WAREHOUSE=postgresql://...: there); prints a summary
-	$(WITH_VENV) $(VENV_BIN)/python -m category_pipeline.local_run run $(if $(DATE),--date $(DATE))
+run: venv ## Main job: all category DAGs + advanced_data_pipeline for DATE (default yesterday) on SQLite (WAREHOUSE=postgresql://...: there; STAGING=s3: staging on a loopback S3 API); prints a summary
+	$(WITH_VENV) $(VENV_BIN)/python -m category_pipeline.local_run run $(if $(DATE),--date $(DATE)) $(if $(STAGING),--staging $(STAGING))
 
 airflow: venv ## Airflow standalone on the laptop state in .local/ (UI on http://localhost:8080, stop with Ctrl-C)
 	$(WITH_VENV) $(VENV_BIN)/python -m category_pipeline.local_run standalone

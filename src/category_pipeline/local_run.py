@@ -1,7 +1,11 @@
 """Laptop mode: the same DAGs on Airflow's embedded defaults (SQLite, no cluster).
 
-    python -m category_pipeline.local_run run [--date YYYY-MM-DD]   # make run
-    python -m category_pipeline.local_run standalone                # make airflow
+    python -m category_pipeline.local_run run [--date YYYY-MM-DD] [--staging s3]   # make run [STAGING=s3]
+    python -m category_pipeline.local_run standalone                                # make airflow
+
+``--staging s3`` stages the datasets in object storage, as the cluster does: an S3 API on
+127.0.0.1 for the run (moto's server, a dev dependency), bucket pipeline-staging, reached
+through the Airflow connection ``object_store`` exactly as the task pods reach theirs.
 
 Everything lives under ``.local/`` of the repository (git-ignored): AIRFLOW_HOME with
 Airflow's SQLite database, the SQLite warehouse and the staged datasets.
@@ -49,11 +53,55 @@ def _migrate() -> None:
         raise SystemExit("airflow db migrate failed")
 
 
-def run(repo: Path, day: date) -> int:
+STAGING_BUCKET = "pipeline-staging"
+STAGING_CONN_ID = "object_store"
+
+
+def _loopback_object_store():
+    """An S3 API on 127.0.0.1 for this process (the DAG runs are in-process), with the staging
+    bucket; the environment points staging at it through the connection `object_store`."""
+    try:
+        import boto3
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        raise SystemExit(f"--staging s3 needs moto and boto3 (the dev dependencies: make venv): {exc}") from exc
+    import logging
+    import socket
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    # Throwaway keys of a throwaway server: nothing real is behind them.
+    keys = {"aws_access_key_id": "laptop", "aws_secret_access_key": "laptop-secret", "region_name": "us-east-1"}
+    boto3.client("s3", endpoint_url=endpoint, **keys).create_bucket(Bucket=STAGING_BUCKET)
+    os.environ[f"AIRFLOW_CONN_{STAGING_CONN_ID.upper()}"] = json.dumps({
+        "conn_type": "aws", "login": keys["aws_access_key_id"], "password": keys["aws_secret_access_key"],
+        "extra": {"endpoint_url": endpoint, "region_name": keys["region_name"]},
+    })
+    os.environ["PIPELINE_STAGING_CONN_ID"] = STAGING_CONN_ID
+    os.environ["PIPELINE_STAGING_URI"] = f"s3://{STAGING_BUCKET}/staging"
+    print(f"staging: s3://{STAGING_BUCKET}/staging on a loopback S3 API at {endpoint}")
+    return server
+
+
+def run(repo: Path, day: date, staging: str = "local") -> int:
     # Keep the terminal for the result; task errors are still printed (level ERROR).
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     _apply_env(repo)
     started = time.monotonic()
+    object_store = _loopback_object_store() if staging == "s3" else None
+    try:
+        return _run_all(day, started)
+    finally:
+        if object_store is not None:
+            object_store.stop()
+
+
+def _run_all(day: date, started: float) -> int:
     _migrate()
     # Airflow reads its configuration on import: import only once the env is set.
     from airflow.dag_processing.dagbag import DagBag
@@ -111,12 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["run", "standalone"])
     parser.add_argument("--date", type=date.fromisoformat, help="logical date (default: yesterday, UTC)")
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="repository root (default: .)")
+    parser.add_argument("--staging", choices=["local", "s3"], default="local",
+                        help="where datasets are staged: .local/staging (default) or a loopback S3 API")
     args = parser.parse_args(argv)
     repo = args.repo.resolve()
     if args.command == "standalone":
         standalone(repo)
         return 0
-    return run(repo, args.date or (datetime.now(timezone.utc).date() - timedelta(days=1)))
+    return run(repo, args.date or (datetime.now(timezone.utc).date() - timedelta(days=1)), staging=args.staging)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import uuid
 import pytest
 import yaml
 
-from tests.kind.conftest import CLUSTER, REPO, make
+from tests.kind.conftest import REPO, make
 
 import platform_api  # noqa: E402  (scripts/, put on sys.path by conftest)
 
@@ -82,10 +82,11 @@ def test_category_dag_succeeds(category_run):
     assert category_run["state"] == "success"
 
 
-def _node_image(reference: str) -> dict:
-    """What the kind node's container runtime holds under ``reference``."""
+def _node_image(reference: str, node: str) -> dict:
+    """What the container runtime of kind node ``node`` (a Docker container of that name)
+    holds under ``reference``."""
     found = subprocess.run(
-        ["docker", "exec", f"{CLUSTER}-control-plane", "crictl", "inspecti", "-o", "json", reference],
+        ["docker", "exec", node, "crictl", "inspecti", "-o", "json", reference],
         capture_output=True, text=True, check=True, timeout=60,
     )
     return json.loads(found.stdout)["status"]
@@ -95,9 +96,13 @@ def test_process_and_load_ran_as_pods_from_the_built_image(category_run):
     built_id = subprocess.run(
         ["docker", "image", "inspect", "--format", "{{.Id}}", IMAGE], capture_output=True, text=True, check=True
     ).stdout.strip()
-    node_image = _node_image(f"docker.io/library/{IMAGE}")
-    assert node_image["id"] == built_id, "the node holds another image under this reference than the one built"
-    known_digests = {node_image["id"], *(d.split("@", 1)[1] for d in node_image.get("repoDigests", []))}
+    nodes = {pod["spec"].get("nodeName") for pod in category_run["pods"].values()} - {None}
+    assert nodes, "no pod of the run was seen scheduled"
+    known_digests = set()
+    for node in nodes:
+        node_image = _node_image(f"docker.io/library/{IMAGE}", node)
+        assert node_image["id"] == built_id, f"{node} holds another image under this reference than the one built"
+        known_digests |= {node_image["id"], *(d.split("@", 1)[1] for d in node_image.get("repoDigests", []))}
 
     steps: dict[str, list[dict]] = {}
     for pod in category_run["pods"].values():
@@ -113,6 +118,14 @@ def test_process_and_load_ran_as_pods_from_the_built_image(category_run):
             if image_id:  # set once the container started
                 assert image_id.rsplit("@", 1)[-1] in known_digests, (step, image_id)
     assert any(c["status"].get("imageID") for c in steps["load"]), "no load pod was seen running"
+
+
+def test_the_runs_task_pods_ran_on_more_than_one_node(category_run):
+    """kind-config.yaml has two worker nodes: staging and logs in object storage let one run's
+    pods land anywhere (with ReadWriteOnce claims the second node's pods would never start)."""
+    assert category_run["state"] == "success"
+    nodes = {pod["metadata"]["name"]: pod["spec"].get("nodeName") for pod in category_run["pods"].values()}
+    assert len(set(nodes.values()) - {None}) >= 2, nodes
 
 
 def test_rows_reached_the_warehouse(api, category_run):
