@@ -28,7 +28,7 @@ def test_every_dag_file_imports_without_errors(dagbag):
 
 
 def test_one_dag_per_category_plus_the_advanced_pipeline(dagbag):
-    expected = {f"category_{c.name}" for c in CATEGORIES} | {"advanced_data_pipeline"}
+    expected = {f"category_{c.name}" for c in CATEGORIES} | {"advanced_data_pipeline", "staging_retention"}
     assert {"category_electronics", "category_fashion", "category_home"} <= expected
     assert set(dagbag.dag_ids) == expected
 
@@ -132,7 +132,7 @@ def test_bad_category_entry_is_an_import_error_naming_entry_and_field_others_sti
     monkeypatch.setenv("PIPELINE_CATEGORIES_FILE", str(path))
     bag = DagBag(dag_folder=DAGS, safe_mode=True)
 
-    assert set(bag.dag_ids) == {"category_garden", "advanced_data_pipeline"}
+    assert set(bag.dag_ids) == {"category_garden", "advanced_data_pipeline", "staging_retention"}
     assert bag.dags["category_garden"].default_args["retries"] != 3, "the first garden entry keeps its DAG"
     (error_file,) = bag.import_errors
     assert Path(error_file).name == "category_config_check.py"
@@ -230,7 +230,7 @@ def test_broken_entry_is_reported_while_the_others_and_the_advanced_pipeline_loa
     monkeypatch.setenv("PIPELINE_CATEGORIES_FILE", str(path))
     bag = DagBag(dag_folder=DAGS, safe_mode=True)
 
-    assert set(bag.dag_ids) == {"category_garden", "category_pets", "advanced_data_pipeline"}
+    assert set(bag.dag_ids) == {"category_garden", "category_pets", "advanced_data_pipeline", "staging_retention"}
     (error_file,) = bag.import_errors
     assert Path(error_file).name == "category_config_check.py"
     label = "toys" if "toys" in entry else "t" * 79 + "…"
@@ -288,7 +288,7 @@ def test_many_invalid_entries_are_listed_within_a_few_kb(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPELINE_CATEGORIES_FILE", str(path))
     bag = DagBag(dag_folder=DAGS, safe_mode=True)
 
-    assert set(bag.dag_ids) == {"category_garden", "advanced_data_pipeline"}
+    assert set(bag.dag_ids) == {"category_garden", "advanced_data_pipeline", "staging_retention"}
     (message,) = bag.import_errors.values()
     listed = _raised(message, "InvalidCategoryEntries")
     assert len(listed) < 9000

@@ -164,13 +164,16 @@ def test_evaluator_rejects_invalid_policies(spec, complaint):
 # -- the rendered charts ----------------------------------------------------------------------
 
 PROBES = [("UDP", 53), ("TCP", 53), ("TCP", 80), ("TCP", 443), ("TCP", 5432), ("TCP", 6443),
-          ("TCP", 8080), ("TCP", 8793), ("TCP", 8794), ("TCP", 8974)]
+          ("TCP", 8080), ("TCP", 8793), ("TCP", 8794), ("TCP", 8974), ("TCP", 9000)]
 
 AIRFLOW_COMPONENTS = ["scheduler", "api-server", "dag-processor", "triggerer", "run-airflow-migrations", "create-user-job"]
 TASK_PODS = ["task", "extract-task", "process-task", "load-task"]
 # The pods that run git-sync (a sidecar or an init container), checked against the renders.
 GIT_SYNC_PODS = ["dag-processor", "triggerer", *TASK_PODS]
 KUBERNETES_API_CLIENTS = ["scheduler", "api-server"]
+# The object store's S3 API: staging (task pods) and task logs (written by the task pods and the
+# triggerer, served by the API server). Not the scheduler nor the DAG processor.
+OBJECT_STORE_CLIENTS = [*TASK_PODS, "api-server", "triggerer"]
 
 # Every allowed (source, destination, "PROTOCOL/port") with the Kubernetes API's address set
 # (as lookup finds it on a real install); anything else must be denied.
@@ -182,6 +185,11 @@ EXPECTED = {
     *{(pod, "git-server", "TCP/8080") for pod in GIT_SYNC_PODS},
     ("api-server", "triggerer", "TCP/8794"),
     *{(pod, "kubernetes-api", probe) for pod in KUBERNETES_API_CLIENTS for probe in ("TCP/443", "TCP/6443")},
+    *{(pod, "object-store", "TCP/9000") for pod in OBJECT_STORE_CLIENTS},
+    # The bucket Job resolves the store's name and creates the buckets.
+    ("object-store-buckets", "kube-dns", "UDP/53"),
+    ("object-store-buckets", "kube-dns", "TCP/53"),
+    ("object-store-buckets", "object-store", "TCP/9000"),
 }
 # Without an address for the Kubernetes API (`helm template`, nothing set), no pod reaches it.
 EXPECTED_WITHOUT_API = {flow for flow in EXPECTED if flow[1] != "kubernetes-api"}
@@ -203,6 +211,13 @@ MUST_BE_DENIED = [
     ("other-namespace", "triggerer", "TCP/8794"),
     ("warehouse", "internet", "TCP/443"),
     ("git-server", "kube-dns", "UDP/53"),
+    *[(pod, "object-store", "TCP/9000") for pod in ("scheduler", "dag-processor", "run-airflow-migrations",
+                                                     "create-user-job", "warehouse", "git-server")],
+    *[(intruder, "object-store", "TCP/9000") for intruder in ("other-namespace", "other-namespace-lookalike")],
+    ("object-store", "internet", "TCP/443"),
+    ("object-store", "kube-dns", "UDP/53"),
+    ("object-store-buckets", "internet", "TCP/443"),
+    ("object-store-buckets", "warehouse", "TCP/5432"),
 ]
 
 
@@ -294,7 +309,8 @@ def test_the_official_chart_renders_no_network_policy_of_its_own():
 
 def test_the_matrix_covers_every_pod_of_both_charts(endpoints):
     pods = {name for name, e in endpoints.items() if e.namespace == NAMESPACE}
-    assert pods == {*AIRFLOW_COMPONENTS, *TASK_PODS, "warehouse", "metadata-db", "git-server"}
+    assert pods == {*AIRFLOW_COMPONENTS, *TASK_PODS, "warehouse", "metadata-db", "git-server", "object-store",
+                    "object-store-buckets"}
 
 
 def test_git_sync_runs_exactly_in_the_pods_the_matrix_expects():
@@ -380,6 +396,23 @@ def test_without_the_metadata_database_the_components_reach_the_external_one(end
     assert not Cluster(_policies("--set", "metadataDatabase.enabled=false")).allows(endpoints["scheduler"], database, 5432)
 
 
+def test_without_the_dev_object_store_its_clients_reach_only_the_external_one(endpoints):
+    s3_endpoint = Endpoint("s3-vpc-endpoint", "10.30.0.7")
+    external = ("--set", "objectStore.enabled=false,objectStore.credentials.source=none")
+    policies = _policies(*external, "--set", "networkPolicies.externalObjectStore.cidrs={10.30.0.0/24}")
+    names = {p["metadata"]["name"] for p in policies}
+    assert "platform-object-store" not in names and "platform-object-store-buckets" not in names
+    cluster = Cluster(policies)
+    for pod in OBJECT_STORE_CLIENTS:
+        assert cluster.allows(endpoints[pod], s3_endpoint, 443), pod
+        assert not cluster.allows(endpoints[pod], s3_endpoint, 80), pod
+        assert not cluster.allows(endpoints[pod], endpoints["internet"], 443), pod
+    for pod in ("scheduler", "dag-processor", "run-airflow-migrations"):
+        assert not cluster.allows(endpoints[pod], s3_endpoint, 443), pod
+    # Without an address the clients reach no store (and the render is still valid).
+    assert not Cluster(_policies(*external)).allows(endpoints["task"], s3_endpoint, 443)
+
+
 def test_the_cloud_metadata_endpoint_is_excepted_even_from_the_whole_internet(endpoints):
     policies = _policies("--set", "gitServer.enabled=false", "--set", "networkPolicies.externalGit.cidrs={0.0.0.0/0}",
                          "--set", "networkPolicies.externalGit.ports={80,443}")
@@ -452,6 +485,8 @@ VARIANTS = [
     ("--set", "gitServer.enabled=false,metadataDatabase.enabled=false",
      "--set", "networkPolicies.externalGit.cidrs={0.0.0.0/0,::/0}",
      "--set", "networkPolicies.externalMetadataDatabase.cidrs={10.1.0.0/16}",
+     "--set", "objectStore.enabled=false,objectStore.credentials.source=none",
+     "--set", "networkPolicies.externalObjectStore.cidrs={10.30.0.0/24}",
      "--set-json", 'networkPolicies.ui.from=[{"ipBlock":{"cidr":"10.0.0.0/8"}}]'),
 ]
 

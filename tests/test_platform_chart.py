@@ -39,8 +39,10 @@ HELM_TIMEOUT = 120
 # (tests/test_network_policies.py evaluates them).
 NETWORK_POLICIES = {
     "platform-default-deny", "platform-dns",
-    *(f"platform-{server}{side}" for server in ("warehouse", "metadata-db", "git", "api-server", "triggerer")
+    *(f"platform-{server}{side}" for server in ("warehouse", "metadata-db", "git", "api-server", "triggerer",
+                                               "object-store")
       for side in ("", "-clients")),
+    "platform-object-store-buckets",
 }
 # Every object of a default render: (kind, name). The names are fixed: the official chart's
 # values refer to them.
@@ -75,6 +77,11 @@ DEFAULT_OBJECTS = {
     ("RoleBinding", "airflow-task-log-reader"),
     ("ValidatingAdmissionPolicy", "airflow-platform-task-pods-airflow"),
     ("ValidatingAdmissionPolicyBinding", "airflow-platform-task-pods-airflow"),
+    ("Service", "platform-object-store"),
+    ("StatefulSet", "platform-object-store"),
+    ("ConfigMap", "platform-object-store-buckets"),
+    ("Job", "platform-object-store-buckets-1"),  # named after the release revision (1 in `helm template`)
+    ("Secret", "object-store-credentials"),
 }
 # Cluster-scoped: named after the namespace, so that one release per namespace can coexist.
 CLUSTER_SCOPED_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
@@ -90,6 +97,7 @@ SECRET_KEYS = {
     "airflow-admin-credentials": {"username", "password"},
     "warehouse-superuser": {"username", "password"},
     "metadata-db-superuser": {"username", "password"},
+    "object-store-credentials": {"access-key-id", "secret-access-key", "connection"},
 }
 RBAC_KINDS = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
@@ -508,6 +516,8 @@ POD_USERS = {
     ("StatefulSet", "platform-warehouse"): (999, 999),
     ("StatefulSet", "platform-metadata-db"): (999, 999),
     ("Deployment", "platform-git"): (50000, 0),
+    ("StatefulSet", "platform-object-store"): (10001, 10001),
+    ("Job", "platform-object-store-buckets-1"): (50000, 0),
 }
 
 
@@ -667,6 +677,11 @@ TOGGLES = {
     },
     "rbac.create=false": {key for key in DEFAULT_OBJECTS if key[0] in ("Role", "RoleBinding")},
     "admissionPolicy.enabled=false": {key for key in DEFAULT_OBJECTS if key[0] in CLUSTER_SCOPED_KINDS},
+    # An external store whose Secret the user creates: no server, no Job, no Secret, no flow
+    # (tests/test_object_store_chart.py covers the other credential sources).
+    "objectStore.enabled=false,objectStore.credentials.source=existingSecret": {
+        key for key in DEFAULT_OBJECTS if "object-store" in key[1]
+    },
 }
 
 
@@ -697,6 +712,7 @@ def all_variants(helm, rendered) -> list[dict]:
         "--set", "gitServer.persistence.enabled=true,gitServer.persistence.storageClassName=standard",
         "--set", "warehouse.persistence.storageClassName=standard,staging.storageClassName=standard",
         "--set", "staging.accessMode=ReadWriteMany,warehouse.postgresConfig.work_mem=16MB",
+        "--set", "objectStore.persistence.storageClassName=standard",
         "--set-json", 'imagePullSecrets=[{"name":"regcred"}]',
     )
 
@@ -710,7 +726,7 @@ def test_every_object_validates_strictly_against_kubernetes_1_34(kubernetes_vali
             path = ".".join(str(part) for part in exc.path)
             pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {path}: {exc.message}")
         kinds.add(obj["kind"])
-    assert {"StatefulSet", "Deployment", "Service", "Secret", "NetworkPolicy", "PersistentVolumeClaim"} <= kinds
+    assert {"StatefulSet", "Deployment", "Job", "Service", "Secret", "NetworkPolicy", "PersistentVolumeClaim"} <= kinds
 
 
 @pytest.mark.parametrize(
@@ -739,6 +755,8 @@ EXISTING = {
     "airflow-admin-credentials": {"username": "admin", "password": "KeptAdminPassword"},
     "warehouse-superuser": {"username": "postgres", "password": "KeptWarehouseSuperuserPassword"},
     "metadata-db-superuser": {"username": "postgres", "password": "KeptMetadataSuperuserPassword"},
+    "object-store-credentials": {"access-key-id": "KEPTACCESSKEY", "secret-access-key": "KeptObjectStoreSecret",
+                                 "connection": "stale"},
 }
 
 
@@ -760,7 +778,7 @@ class _FakeKubernetes(BaseHTTPRequestHandler):
         }
 
     def discovery(self):
-        groups = ("apps", "networking.k8s.io", "rbac.authorization.k8s.io", "admissionregistration.k8s.io")
+        groups = ("apps", "batch", "networking.k8s.io", "rbac.authorization.k8s.io", "admissionregistration.k8s.io")
         return {
             "/version": {"major": "1", "minor": "34", "gitVersion": "v1.34.0", "platform": "linux/amd64"},
             "/api": {"kind": "APIVersions", "versions": ["v1"],
@@ -774,6 +792,7 @@ class _FakeKubernetes(BaseHTTPRequestHandler):
                 ("endpoints", "Endpoints"),
             ),
             "/apis/apps/v1": self._resources("apps/v1", ("statefulsets", "StatefulSet"), ("deployments", "Deployment")),
+            "/apis/batch/v1": self._resources("batch/v1", ("jobs", "Job")),
             "/apis/networking.k8s.io/v1": self._resources("networking.k8s.io/v1", ("networkpolicies", "NetworkPolicy")),
             "/apis/rbac.authorization.k8s.io/v1": self._resources(
                 "rbac.authorization.k8s.io/v1", ("roles", "Role"), ("rolebindings", "RoleBinding")),
@@ -861,6 +880,10 @@ def test_upgrade_keeps_the_credentials_in_the_cluster(helm, fake_cluster):
     for name in ("airflow-fernet-key", "airflow-api-secret-key", "airflow-jwt-secret", "airflow-admin-credentials",
                  "warehouse-superuser", "metadata-db-superuser"):
         assert secrets[name] == EXISTING[name]
+    # The object store's keys are kept, its connection made anew from them.
+    store = secrets["object-store-credentials"]
+    assert (store["access-key-id"], store["secret-access-key"]) == ("KEPTACCESSKEY", "KeptObjectStoreSecret")
+    assert json.loads(store["connection"])["password"] == "KeptObjectStoreSecret"
     # The password is kept; the user name comes from the values.
     git = EXISTING["git-credentials"]["GITSYNC_PASSWORD"]
     assert secrets["git-credentials"] == {
@@ -881,6 +904,8 @@ DIGEST = "sha256:" + "cd" * 32
     ("warehouse.image", ("StatefulSet", "platform-warehouse")),
     ("metadataDatabase.image", ("StatefulSet", "platform-metadata-db")),
     ("gitServer.image", ("Deployment", "platform-git")),
+    ("objectStore.image", ("StatefulSet", "platform-object-store")),
+    ("objectStore.bucketJob.image", ("Job", "platform-object-store-buckets-1")),
 ])
 def test_an_image_digest_pins_the_image(helm, image_value, workload):
     objects = _index(helm.template("--set", f"{image_value}.digest={DIGEST}"))

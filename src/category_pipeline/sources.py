@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from category_pipeline import synthetic
 from category_pipeline.config import Category, SyntheticSource
+from category_pipeline.object_store import is_store_unavailable
 from category_pipeline.schema import CATALOG, RAW_ORDERS, RAW_TEXT, STAGED_RAW_ORDERS
 from category_pipeline.storage import BATCH_ROWS, resolve
 
@@ -63,6 +64,8 @@ def _read_file(uri: str, schema: pa.Schema, keep_unparseable: bool = False) -> I
             try:
                 parquet = pq.ParquetFile(handle)
             except (pa.ArrowException, OSError) as exc:
+                if is_store_unavailable(exc):
+                    raise  # the object store did not answer: the retry may get the file
                 raise SourceError(f"source file {uri} is not a readable Parquet file (corrupt or truncated): {exc}") from exc
             _require_columns(uri, parquet.schema_arrow.names, schema)
             batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=schema.names)
@@ -92,6 +95,8 @@ def _read_file(uri: str, schema: pa.Schema, keep_unparseable: bool = False) -> I
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # unparseable value, wrong type
             raise SourceError(f"source file {uri}: {exc}") from exc
         except OSError as exc:  # a corrupt page of a Parquet file
+            if is_store_unavailable(exc):
+                raise
             raise SourceError(f"source file {uri} is corrupt or truncated: {exc}") from exc
 
 

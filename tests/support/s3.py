@@ -25,7 +25,12 @@ class LoopbackS3:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "LoopbackS3":
+        import logging
+
         from moto.server import ThreadedMotoServer
+
+        # werkzeug logs every request at INFO: thousands of lines for one dataset.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
@@ -51,6 +56,12 @@ class LoopbackS3:
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+    def multipart_uploads(self, bucket: str, prefix: str = "") -> list[str]:
+        """Keys of the multipart uploads begun and neither completed nor aborted (invisible
+        as objects, but stored, and billed, until aborted)."""
+        pages = self.client().get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(upload["Key"] for page in pages for upload in page.get("Uploads", []))
 
     def aws_env(self) -> dict[str, str]:
         """The standard AWS environment pointing at this server (what an SDK reads)."""
