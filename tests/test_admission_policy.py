@@ -348,7 +348,7 @@ def test_a_registry_with_a_port_is_parsed_by_repository():
 
 # -- Secrets: only those a task pod needs ------------------------------------------------------
 
-ALLOWED_SECRETS_TEXT = "git-credentials, warehouse-connection, git-dags-connection, object-store-credentials"
+ALLOWED_SECRETS_TEXT = "git-credentials, warehouse-connection, git-dags-connection"
 
 
 def secret_denial(name: str) -> str:

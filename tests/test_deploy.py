@@ -99,7 +99,7 @@ def claims_without_a_consumer(objects: list[dict]) -> set[str]:
 PROFILES = ["", "kind"]
 
 
-@pytest.mark.parametrize("profile", PROFILES, ids=["default", "kind"])
+@pytest.mark.parametrize("profile", [*PROFILES, "single-node"], ids=["default", "kind", "single-node"])
 def test_deploy_waits_only_for_what_can_become_ready(profile):
     """helm --wait on a release with a claim no pod of that release mounts hangs until its
     timeout (helm/helm#10196): such a release must be installed without --wait, and its
@@ -123,12 +123,41 @@ def test_deploy_waits_only_for_what_can_become_ready(profile):
             assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == install.release, obj["metadata"]["name"]
 
 
-def test_the_default_render_has_the_claims_that_made_deploy_hang():
-    """The check above is not vacuous: the platform chart renders claims that only the other
-    release's pods mount (so the platform release must not --wait on them)."""
-    (platform, _) = helm_installs(make_dry_run("deploy"))
+def test_the_single_node_render_has_the_claims_that_made_deploy_hang():
+    """The check above is not vacuous: with the single-node option the platform chart renders
+    claims that only the other release's pods mount (so the platform release must not --wait
+    on them)."""
+    (platform, _) = helm_installs(make_dry_run("deploy", PROFILE="single-node"))
     assert claims_without_a_consumer(platform.render()) == {"pipeline-staging", "airflow-logs"}
     assert not platform.wait
+
+
+def _read_write_once_claims(objects: list[dict]) -> set[str]:
+    return {
+        o["metadata"]["name"] for o in objects
+        if o["kind"] == "PersistentVolumeClaim" and "ReadWriteOnce" in o["spec"]["accessModes"]
+    }
+
+
+def _task_pod_claims(objects: list[dict]) -> set[str]:
+    (template,) = [yaml.safe_load(o["data"]["pod_template_file.yaml"]) for o in objects
+                   if o["kind"] == "ConfigMap" and "pod_template_file.yaml" in o.get("data", {})]
+    return {v["persistentVolumeClaim"]["claimName"] for v in template["spec"]["volumes"] if "persistentVolumeClaim" in v}
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=["default", "kind"])
+def test_no_task_pod_mounts_a_read_write_once_volume_by_default(profile):
+    """On more than one node a ReadWriteOnce claim mounts on one node only: the task pods of
+    the default install (both charts, as `make deploy` renders them) mount none; staging and
+    logs are in the object store."""
+    objects = [obj for install in helm_installs(make_dry_run("deploy", PROFILE=profile)) for obj in install.render()]
+    assert _task_pod_claims(objects) == set()
+    assert not {"pipeline-staging", "airflow-logs"} & _read_write_once_claims(objects)
+
+
+def test_the_single_node_option_puts_task_pods_on_the_volumes():
+    objects = [obj for install in helm_installs(make_dry_run("deploy", PROFILE="single-node")) for obj in install.render()]
+    assert _task_pod_claims(objects) == {"pipeline-staging", "airflow-logs"} <= _read_write_once_claims(objects)
 
 
 # -- namespace -----------------------------------------------------------------------------

@@ -62,8 +62,6 @@ DEFAULT_OBJECTS = {
     ("Service", "platform-git"),
     ("ServiceAccount", "airflow-task-runner"),
     *{("NetworkPolicy", name) for name in NETWORK_POLICIES},
-    ("PersistentVolumeClaim", "pipeline-staging"),
-    ("PersistentVolumeClaim", "airflow-logs"),
     ("Secret", "airflow-admin-credentials"),
     ("Secret", "warehouse-superuser"),
     ("Secret", "metadata-db-superuser"),
@@ -628,13 +626,15 @@ def test_git_server_persistence(helm):
 # -- staging ----------------------------------------------------------------------------------
 
 
-def test_logs_volume(objects):
+def test_logs_volume(helm):
+    objects = _index(helm.template("-f", SINGLE_NODE))
     claim = objects[("PersistentVolumeClaim", "airflow-logs")]["spec"]
     assert claim["accessModes"] == ["ReadWriteOnce"]
     assert claim["resources"]["requests"]["storage"] == "5Gi"
 
 
-def test_staging_volume(objects, helm):
+def test_staging_volume(helm):
+    objects = _index(helm.template("-f", SINGLE_NODE))
     claim = objects[("PersistentVolumeClaim", "pipeline-staging")]["spec"]
     assert claim["accessModes"] == ["ReadWriteOnce"]
     assert claim["resources"]["requests"]["storage"] == "5Gi"
@@ -642,7 +642,7 @@ def test_staging_volume(objects, helm):
 
     (other,) = helm.template(
         "--show-only", "templates/volumes.yaml",
-        "--set", "staging.accessMode=ReadWriteMany,staging.storageClassName=nfs,staging.size=50Gi,logs.enabled=false",
+        "--set", "staging.enabled=true,staging.accessMode=ReadWriteMany,staging.storageClassName=nfs,staging.size=50Gi",
     )
     assert other["spec"]["accessModes"] == ["ReadWriteMany"]
     assert other["spec"]["storageClassName"] == "nfs"
@@ -669,8 +669,6 @@ TOGGLES = {
         ("NetworkPolicy", "platform-metadata-db-clients"),
     },
     "networkPolicies.enabled=false": {key for key in DEFAULT_OBJECTS if key[0] == "NetworkPolicy"},
-    "staging.enabled=false": {("PersistentVolumeClaim", "pipeline-staging")},
-    "logs.enabled=false": {("PersistentVolumeClaim", "airflow-logs")},
     "taskServiceAccount.create=false": {("ServiceAccount", "airflow-task-runner")},
     "gitCredentials.create=false": {
         ("Secret", "git-credentials"), ("Secret", "git-push-credentials"), ("Secret", "git-dags-connection"),
@@ -689,6 +687,18 @@ TOGGLES = {
 def test_toggle_removes_exactly_its_objects(helm, setting):
     objects = _index(helm.template("--set", setting))
     assert set(objects) == DEFAULT_OBJECTS - TOGGLES[setting]
+
+
+SINGLE_NODE = str(CHART / "values-single-node.yaml")
+
+
+def test_the_single_node_option_trades_the_object_store_for_the_volumes(helm):
+    """values-single-node.yaml: the two claims, and no store (its Secret stays, holding only
+    a connection nobody uses: credentials.source=none)."""
+    objects = set(_index(helm.template("-f", SINGLE_NODE)))
+    claims = {("PersistentVolumeClaim", "pipeline-staging"), ("PersistentVolumeClaim", "airflow-logs")}
+    store = {key for key in DEFAULT_OBJECTS if "object-store" in key[1]} - {("Secret", "object-store-credentials")}
+    assert objects == (DEFAULT_OBJECTS - store) | claims
 
 
 # -- strict schema validation -----------------------------------------------------------------
@@ -712,7 +722,7 @@ def all_variants(helm, rendered) -> list[dict]:
         "--set", "gitServer.persistence.enabled=true,gitServer.persistence.storageClassName=standard",
         "--set", "warehouse.persistence.storageClassName=standard,staging.storageClassName=standard",
         "--set", "staging.accessMode=ReadWriteMany,warehouse.postgresConfig.work_mem=16MB",
-        "--set", "objectStore.persistence.storageClassName=standard",
+        "--set", "objectStore.persistence.storageClassName=standard,staging.enabled=true,logs.enabled=true",
         "--set-json", 'imagePullSecrets=[{"name":"regcred"}]',
     )
 

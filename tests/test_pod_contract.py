@@ -32,10 +32,8 @@ TASK_ENV = {
 LOAD_ENV = TASK_ENV | {"AIRFLOW_CONN_WAREHOUSE_DEFAULT"}
 # The git-sync init container: its settings and the read-only git credential.
 GIT_SYNC_SECRET_KEYS = {"GITSYNC_USERNAME", "GITSYNC_PASSWORD", "GIT_SYNC_USERNAME", "GIT_SYNC_PASSWORD"}
-TASK_VOLUMES = {
-    "dags": "emptyDir", "logs": "persistentVolumeClaim", "config": "configMap", "tmp": "emptyDir",
-    "pipeline-staging": "persistentVolumeClaim",
-}
+# No claim: staging and logs are in the object store, so a task pod may run on any node.
+TASK_VOLUMES = {"dags": "emptyDir", "logs": "emptyDir", "config": "configMap", "tmp": "emptyDir"}
 AIRFLOW_SECRETS = {"airflow-metadata-connection", "airflow-fernet-key", "airflow-api-secret-key", "airflow-jwt-secret"}
 
 
@@ -138,7 +136,7 @@ def test_task_pods_mount_exactly_their_volumes(pods):
         assert mounts == {
             "/opt/airflow/logs": "logs", "/opt/airflow/airflow.cfg": "config",
             "/opt/airflow/config/airflow_local_settings.py": "config", "/opt/airflow/dags": "dags",
-            "/tmp": "tmp", "/opt/airflow/staging": "pipeline-staging",
+            "/tmp": "tmp",
         }
         (init,) = pod["spec"]["initContainers"]
         assert init["name"] == "git-sync-init"
@@ -153,8 +151,6 @@ def test_pods_run_as_non_root_with_the_task_service_account(pods):
         assert _base(pod)["securityContext"]["allowPrivilegeEscalation"] is False
         assert _base(pod)["securityContext"]["readOnlyRootFilesystem"] is True
         assert pod["spec"]["serviceAccountName"] == "airflow-task-runner"
-        mounts = {m["name"]: m["mountPath"] for m in _base(pod)["volumeMounts"]}
-        assert mounts["pipeline-staging"] == "/opt/airflow/staging"
 
 
 def test_pods_are_valid_kubernetes_objects(pods):

@@ -254,14 +254,17 @@ def run_probe(installation, cluster, api_server, token, day: str, **task_env: st
     object-store connection (``task_env`` changes them); the run itself is the scheduler's."""
     marker = f"remote-logging-marker-{uuid.uuid4().hex}"
     task_connection = installation.secret_values[CONN_ENV] if _secret_ref(cluster.task, CONN_ENV) else None
-    env = installation.env(cluster.scheduler, **{CONN_ENV: task_connection, **task_env})
+    env = installation.env(cluster.scheduler, **{CONN_ENV: task_connection, **task_env},
+                           # One executor worker, not the cluster's 32 forked ones: faster, and
+                           # forking many from `dags test` sometimes left one that never exits.
+                           AIRFLOW__CORE__PARALLELISM="1")
     output = installation.airflow(
         ["dags", "test", PROBE_DAG, day, "--use-executor", "--conf", json.dumps({"marker": marker})], env)
     status, runs = request("GET", f"{api_server.base}/api/v2/dags/{PROBE_DAG}/dagRuns"
                            f"?logical_date_gte={day}T00:00:00Z&logical_date_lte={day}T00:00:00Z", token=token)
     assert status == 200, (status, runs)
     (run,) = runs["dag_runs"]
-    status, ti = request("GET", f"{api_server.base}/api/v2/dags/{PROBE_DAG}/dagRuns/{run['dag_run_id']}"
+    status, ti = request("GET", f"{api_server.base}/api/v2/dags/{PROBE_DAG}/dagRuns/{quote(run['dag_run_id'], safe='')}"
                          f"/taskInstances/{PROBE_TASK}", token=token)
     assert status == 200, (status, ti)
     return ProbeRun(run_id=run["dag_run_id"], marker=marker, output=output,

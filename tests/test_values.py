@@ -56,7 +56,9 @@ def test_platform_shape_of_values():
     assert VALUES["images"]["airflow"]["repository"] == "airflow-platform"
     git_sync = VALUES["dags"]["gitSync"]
     assert git_sync["enabled"] and git_sync["subPath"] == "dags"
-    assert VALUES["logs"]["persistence"]["enabled"]
+    # Task logs in the object store (remote logging), not on a shared volume.
+    assert not VALUES["logs"]["persistence"]["enabled"]
+    assert VALUES["config"]["logging"]["remote_logging"] == "True"
     assert VALUES["securityContexts"]["pod"]["runAsNonRoot"] is True
 
 
@@ -103,9 +105,10 @@ def test_render_task_pod_template(rendered):
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert pod["spec"]["securityContext"]["runAsUser"] == 50000
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    assert volumes["logs"]["persistentVolumeClaim"]["claimName"] == "airflow-logs"
-    assert volumes["pipeline-staging"]["persistentVolumeClaim"]["claimName"] == "pipeline-staging"
-    assert {"name": "pipeline-staging", "mountPath": "/opt/airflow/staging"} in base["volumeMounts"]
+    assert "emptyDir" in volumes["logs"] and "pipeline-staging" not in volumes
+    env = {e["name"]: e.get("value") for e in base["env"]}
+    assert env["PIPELINE_STAGING_URI"] == "s3://pipeline-staging/staging"
+    assert env["PIPELINE_STAGING_CONN_ID"] == "object_store"
 
 
 def test_render_git_sync_takes_credentials_from_a_secret(rendered):
@@ -167,15 +170,24 @@ def test_everything_values_refers_to_is_provided_by_the_platform_chart():
         ref = variable["valueFrom"]["secretKeyRef"]
         assert ref["key"] in secret_keys(ref["name"])
 
-    assert ("PersistentVolumeClaim", VALUES["logs"]["persistence"]["existingClaim"]) in provided
-    for volume in VALUES["workers"]["kubernetes"]["extraVolumes"]:
-        assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in provided
+    for component in ("apiServer", "triggerer"):
+        for variable in VALUES[component]["env"]:
+            ref = variable["valueFrom"]["secretKeyRef"]
+            assert ref["key"] in secret_keys(ref["name"]), component
+    # The single-node option's claims come from the platform chart's single-node values.
+    single_node = yaml.safe_load((REPO / "values-single-node.yaml").read_text())
+    provided_single = {(d["kind"], d["metadata"]["name"]) for d in render_platform(
+        "-f", str(REPO / "charts" / "airflow-platform" / "values-single-node.yaml"))}
+    assert ("PersistentVolumeClaim", single_node["logs"]["persistence"]["existingClaim"]) in provided_single
+    for volume in single_node["workers"]["kubernetes"]["extraVolumes"]:
+        assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in provided_single
     assert ("ServiceAccount", VALUES["workers"]["kubernetes"]["serviceAccount"]["name"]) in provided
     git_host = VALUES["dags"]["gitSync"]["repo"].split("/")[2]
     assert ("Service", git_host) in provided
 
 
-@pytest.mark.parametrize("overlays", [[], ["values-kind.yaml"]], ids=["defaults", "kind"])
+@pytest.mark.parametrize("overlays", [[], ["values-kind.yaml"], ["values-single-node.yaml"], ["values-dag-bundle.yaml"]],
+                         ids=["defaults", "kind", "single-node", "dag-bundle"])
 def test_install_prints_no_deprecation_or_warning(overlays):
     """The chart's NOTES (what `helm install` prints) flag deprecated keys and unsafe settings
     as WARNING blocks; this install has none."""

@@ -1,7 +1,8 @@
-"""The platform on a real cluster: `make up` finishes (every claim bound), a category DAG run
-has its heavy steps run as pods from the built image, its rows reach the warehouse, its task
-logs outlive its pods, a pushed category appears through git-sync, and every generated
-credential survives an upgrade.
+"""The platform on a real cluster of three nodes: `make up` finishes (every claim bound), a
+category DAG run has its heavy steps run as pods from the built image on more than one node,
+its rows reach the warehouse, its task logs outlive its pods (read back from the object
+store), a pushed category appears through git-sync, and every generated credential survives
+an upgrade.
 
 Every check of the triggered run selects by its own run id: unpausing the DAG also lets the
 scheduler start the DAG's latest scheduled run, whose pods and logs must not be mixed in."""
@@ -62,11 +63,14 @@ class PodWatcher:
 
 
 def test_deploy_left_every_claim_bound(platform):
+    """The databases' and the object store's volumes, all Bound; no staging or log claim (both
+    are in the object store: a ReadWriteOnce claim would tie a run to one node)."""
     claims = json.loads(platform_api.kubectl("get", "pvc", "-o", "json"))["items"]
-    assert {c["metadata"]["name"] for c in claims} >= {"pipeline-staging", "airflow-logs"}
+    names = {c["metadata"]["name"] for c in claims}
+    assert names >= {"data-platform-warehouse-0", "data-platform-metadata-db-0", "data-platform-object-store-0"}, names
+    assert not names & {"pipeline-staging", "airflow-logs"}, names
     unbound = {c["metadata"]["name"]: c["status"].get("phase") for c in claims if c["status"].get("phase") != "Bound"}
-    # pipeline-staging binds with the first task pod; everything else is mounted by now.
-    assert set(unbound) <= {"pipeline-staging"}, unbound
+    assert not unbound, unbound
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +185,7 @@ def test_every_generated_credential_survives_an_upgrade(platform):
     assert set(before) >= {
         "warehouse-connection", "airflow-metadata-connection", "airflow-fernet-key", "airflow-api-secret-key",
         "airflow-jwt-secret", "git-credentials", "git-push-credentials", "git-dags-connection",
-        "airflow-admin-credentials", "warehouse-superuser", "metadata-db-superuser",
+        "airflow-admin-credentials", "warehouse-superuser", "metadata-db-superuser", "object-store-credentials",
     }
     make("deploy")
     assert _kept_secrets() == before
