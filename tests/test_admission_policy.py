@@ -145,10 +145,14 @@ def test_every_task_pod_of_the_real_dags_is_admitted(policy, task_pods):
     assert task_pods
     for (dag_id, task_id), pod in task_pods.items():
         assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[]), (dag_id, task_id)
-    # The premise: the load tasks hold the warehouse's Secret, every task git-sync's.
+    # The premise: the load tasks hold the warehouse's Secret, every task git-sync's, and none
+    # the object store's (a task gets the connection object_store from the API server), nor any
+    # claim (staging is the object store's bucket, the logs an emptyDir).
     for (dag_id, task_id), pod in task_pods.items():
         expected = {"git-credentials", "warehouse-connection"} if task_id == "load" else {"git-credentials"}
         assert referenced_secrets(pod) == expected, (dag_id, task_id)
+        assert "AIRFLOW_CONN_OBJECT_STORE" not in env_names(pod), (dag_id, task_id)
+        assert claims(pod) == set(), (dag_id, task_id)
 
 
 def test_a_task_pod_by_digest_is_admitted(policy):
@@ -355,6 +359,12 @@ def secret_denial(name: str) -> str:
     return f"Secret {name} is not one a task pod may reference (allowed: {ALLOWED_SECRETS_TEXT})"
 
 
+def env_names(pod: dict) -> set[str]:
+    spec = pod["spec"]
+    return {env["name"] for container in spec["containers"] + spec.get("initContainers", [])
+            for env in container.get("env") or []}
+
+
 def referenced_secrets(pod: dict) -> set[str]:
     """The Secrets the env of a pod's containers names (the premise of the allowed cases)."""
     spec = pod["spec"]
@@ -368,10 +378,14 @@ def referenced_secrets(pod: dict) -> set[str]:
 
 def test_the_secrets_the_task_pods_need_are_admitted(policy):
     # The load steps read the warehouse; git-sync's init container clones with git-credentials.
-    for pod in (executor_pod(category_step="load"), executor_pod(summary_load=True)):
-        assert referenced_secrets(pod) == {"git-credentials", "warehouse-connection"}
-        assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[])
-    assert referenced_secrets(executor_pod(category_step="process")) == {"git-credentials"}
+    # No task pod references object-store-credentials, by default or on a single node: a task
+    # gets the connection object_store from the API server's execution API.
+    for template in (None, single_node_template()):
+        for pod in (executor_pod(category_step="load", template=template),
+                    executor_pod(summary_load=True, template=template)):
+            assert referenced_secrets(pod) == {"git-credentials", "warehouse-connection"}
+            assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[])
+        assert referenced_secrets(executor_pod(category_step="process", template=template)) == {"git-credentials"}
 
 
 def test_the_dag_bundle_overlays_task_pods_are_admitted(policy):
@@ -482,6 +496,9 @@ def test_the_first_foreign_secret_is_named_among_allowed_ones(policy):
 
 
 def test_allowed_secrets_are_a_value():
+    # The default: what the task pods need, not the object store's credentials.
+    default = policy_objects()["ValidatingAdmissionPolicy"]
+    assert ALLOWED_SECRETS_TEXT in json.dumps(default) and "object-store-credentials" not in json.dumps(default)
     only_git = evaluator("--set-json", 'admissionPolicy.allowedSecrets=["git-credentials"]')
     assert only_git.review(executor_pod(category_step="process"), SCHEDULER).denials == []
     assert only_git.review(executor_pod(category_step="load"), SCHEDULER).denials == [
@@ -506,17 +523,48 @@ def test_a_pod_override_mounting_another_claim_is_denied(policy, claim):
     assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[claim_denial(claim)])
 
 
+def claims(pod: dict) -> set[str]:
+    return {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"].get("volumes") or []
+            if "persistentVolumeClaim" in v}
+
+
+def single_node_template() -> dict:
+    """The pod template of the single-node option (values-single-node.yaml over values.yaml):
+    staging and task logs on the platform chart's volumes."""
+    return chart_pod_template("-f", str(REPO / "values-single-node.yaml"))
+
+
+def test_the_default_task_pods_mount_no_claim(policy):
+    # Object storage: staging is s3://pipeline-staging/staging, the logs an emptyDir uploaded
+    # to the log bucket; no pod depends on a node's ReadWriteOnce volume.
+    for pod in (executor_pod(), executor_pod(category_step="process"), executor_pod(category_step="load"),
+                executor_pod(summary_load=True)):
+        assert claims(pod) == set()
+        assert {v["name"]: "emptyDir" in v for v in pod["spec"]["volumes"]}["logs"] is True
+        assert policy.review(pod, SCHEDULER).denials == []
+
+
 def test_the_task_pods_claims_are_admitted(policy):
-    pod = executor_pod(category_step="load")
-    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {"pipeline-staging", "airflow-logs"}
-    assert policy.review(pod, SCHEDULER).denials == []
+    # The single-node option: its pods mount the two claims, which the policy keeps allowing,
+    # by default and as the platform chart's single-node values render it.
+    single_node_policy = evaluator("-f", str(CHART / "values-single-node.yaml"))
+    for step in (None, "process", "load"):
+        pod = executor_pod(category_step=step, template=single_node_template())
+        assert claims(pod) == {"pipeline-staging", "airflow-logs"}, step
+        assert policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[]), step
+        assert single_node_policy.review(pod, SCHEDULER) == Decision(applies=True, denials=[]), step
 
 
 def test_allowed_claims_are_a_value():
     none = evaluator("--set-json", "admissionPolicy.allowedVolumeClaims=[]")
-    assert none.review(executor_pod(), SCHEDULER).denials == [
+    # The default task pods need no claim; the single-node ones are denied their first.
+    assert none.review(executor_pod(category_step="load"), SCHEDULER).denials == []
+    assert none.review(executor_pod(template=single_node_template()), SCHEDULER).denials == [
         "PersistentVolumeClaim airflow-logs is not one a task pod may mount (allowed: none)"
+    ]
+    logs_only = evaluator("--set-json", 'admissionPolicy.allowedVolumeClaims=["airflow-logs"]')
+    assert logs_only.review(executor_pod(template=single_node_template()), SCHEDULER).denials == [
+        "PersistentVolumeClaim pipeline-staging is not one a task pod may mount (allowed: airflow-logs)"
     ]
 
 

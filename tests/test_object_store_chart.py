@@ -265,14 +265,20 @@ def test_bad_settings_fail_by_name(args, complaint):
     assert complaint in failure.value.stderr
 
 
-def test_task_pods_may_use_the_secret_and_only_web_identity_tokens():
-    """The admission policy lets task pods reference object-store-credentials, and mount a
-    projected token only for an allowed audience (IRSA's sts.amazonaws.com), never the API's."""
-    from tests.test_admission_policy import SCHEDULER, evaluator, executor_pod
+def test_task_pods_get_the_secret_only_if_allowed_and_only_web_identity_tokens():
+    """By default the admission policy denies task pods object-store-credentials (a task gets
+    the connection object_store from the API server's execution API), unless an operator adds
+    it to admissionPolicy.allowedSecrets; and a projected token only for an allowed audience
+    (IRSA's sts.amazonaws.com), never the API's."""
+    from tests.test_admission_policy import SCHEDULER, evaluator, executor_pod, secret_denial
 
     secret_env = {"spec": {"containers": [{"name": "base", "env": [{"name": "AIRFLOW_CONN_OBJECT_STORE", "valueFrom": {
         "secretKeyRef": {"name": "object-store-credentials", "key": "connection"}}}]}]}}
-    assert evaluator().review(executor_pod(secret_env), SCHEDULER).denials == []
+    pod = executor_pod(secret_env)
+    assert pod["spec"]["containers"][0]["env"][-1]["name"] == "AIRFLOW_CONN_OBJECT_STORE"  # the merge kept it
+    assert evaluator().review(pod, SCHEDULER).denials == [secret_denial("object-store-credentials")]
+    allowed = '["git-credentials","warehouse-connection","git-dags-connection","object-store-credentials"]'
+    assert evaluator("--set-json", f"admissionPolicy.allowedSecrets={allowed}").review(pod, SCHEDULER).denials == []
 
     def token(audience):
         return {"spec": {"volumes": [{"name": "aws-iam-token", "projected": {"sources": [
