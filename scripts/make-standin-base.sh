@@ -34,6 +34,8 @@ PROVIDERS=(
     apache-airflow-providers-cncf-kubernetes==10.25.0
     apache-airflow-providers-standard==1.21.0
     apache-airflow-providers-postgres==7.1.1
+    # Remote task logs in S3 (the official image ships it, as its `amazon` extra).
+    apache-airflow-providers-amazon==9.39.0
 )
 # The official image also ships its extras' packages (AIRFLOW_EXTRAS of its Dockerfile);
 # numpy, of its `pandas` extra, is one the platform image uses from its base.

@@ -240,6 +240,18 @@ def test_the_image_only_adds_packages_to_its_base(built):
     assert set(added) <= {"category-pipeline", *_pins()}
 
 
+def test_the_remote_log_handler_is_in_the_image(built):
+    """values.yaml sends task logs to S3 ([logging] remote_logging): the Amazon provider's task
+    handler must import where the tasks and the API server run (the base ships it)."""
+    snippet = (
+        "import json\n"
+        "from airflow.providers.amazon.aws.log.s3_task_handler import S3RemoteLogIO\n"
+        "from airflow.providers.amazon.aws.hooks.s3 import S3Hook\n"
+        "print('RESULT ' + json.dumps({'handler': S3RemoteLogIO.__name__}))"
+    )
+    assert _result(_run(built["image"], "-c", snippet))["handler"] == "S3RemoteLogIO"
+
+
 def test_plugins_are_in_place_and_no_dags_are_baked_in(built):
     snippet = (
         "import json, os\n"
