@@ -21,7 +21,7 @@ WITH_VENV := PATH="$(VENV_BIN):$$PATH" VIRTUAL_ENV="$(abspath $(VENV))"
 PIP := $(VENV_BIN)/python -m pip --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run airflow test test-kind bench clean distclean \
+.PHONY: help venv run airflow backfill test test-kind bench clean distclean \
 	tools helm-tools cluster image load chart-pull deploy dags-push ui trigger down up
 
 help: ## List the targets
@@ -52,8 +52,12 @@ endif
 run: venv ## Main job: all category DAGs + advanced_data_pipeline for DATE (default yesterday) on SQLite (WAREHOUSE=postgresql://...: there; STAGING=s3: staging on a loopback S3 API); prints a summary
 	$(WITH_VENV) $(VENV_BIN)/python -m category_pipeline.local_run run $(if $(DATE),--date $(DATE)) $(if $(STAGING),--staging $(STAGING))
 
-airflow: venv ## Airflow standalone on the laptop state in .local/ (UI on http://localhost:8080, stop with Ctrl-C)
-	$(WITH_VENV) $(VENV_BIN)/python -m category_pipeline.local_run standalone
+# make airflow: the UI, the API and task execution on PORT; listening on HOST (127.0.0.1: this
+# machine only; HOST=0.0.0.0 for every interface).
+PORT ?= 8080
+HOST ?= 127.0.0.1
+airflow: venv ## Airflow standalone on the laptop state in .local/ (UI on http://127.0.0.1:PORT, PORT=8080 HOST=127.0.0.1; Ctrl-C, SIGTERM or SIGHUP stops it all)
+	$(WITH_VENV) $(VENV_BIN)/python -m category_pipeline.local_run standalone --port $(PORT) --host $(HOST)
 
 test: venv ## Test suite without a cluster (PostgreSQL tests start their own throwaway server)
 	$(WITH_VENV) $(VENV_BIN)/python -m pytest -m "not kind" $(ARGS)
@@ -71,6 +75,17 @@ bench: venv $(VENV)/.bench-installed ## Benchmarks (bench/): parse, process, loa
 $(VENV)/.bench-installed: bench/requirements.txt requirements.lock | $(STAMP)
 	$(PIP) install -q -r bench/requirements.txt -c requirements.lock
 	@touch $@
+
+# Airflow 3's backfill of one category over order dates FROM..TO (both included): on the
+# laptop's state (.local/, run by `make airflow`'s scheduler if that is up, else by one started
+# for it), or TARGET=cluster on the deployed platform (POST /api/v2/backfills). Safe to rerun.
+backfill: venv ## Backfill CATEGORY over FROM..TO (YYYY-MM-DD): progress, then orders rows per day (TARGET=cluster: the deployed platform)
+	@{ test -n "$(FROM)" && test -n "$(TO)"; } || { echo "error: make backfill needs FROM=YYYY-MM-DD TO=YYYY-MM-DD (CATEGORY=$(CATEGORY))" >&2; exit 2; }
+ifeq ($(TARGET),cluster)
+	$(PLATFORM_API) backfill $(CATEGORY) --from $(FROM) --to $(TO)
+else
+	$(WITH_VENV) $(VENV_BIN)/python -m category_pipeline.backfill $(CATEGORY) --from $(FROM) --to $(TO)
+endif
 
 clean: ## Remove the laptop state in .local/ (Airflow home, SQLite warehouse, staging); keeps the venv
 	rm -rf .local
@@ -154,7 +169,7 @@ ui: ## Port-forward the Airflow UI/API server to http://localhost:8080 and print
 	@echo "Airflow UI: http://localhost:8080  user: admin  password: $$($(PLATFORM_API) password)"
 	$(KUBECTL) port-forward svc/airflow-api-server 8080:8080
 
-trigger: ## Trigger category_$(CATEGORY) through the REST API and wait for it (CATEGORY=..., DATE=...)
+trigger: ## Unpause and trigger category_$(CATEGORY) through the REST API, wait for it (CATEGORY=..., DATE=...)
 	$(PLATFORM_API) trigger $(CATEGORY) $(if $(DATE),--date $(DATE)) --wait
 
 down: ## Delete the kind cluster

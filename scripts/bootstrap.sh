@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the machine-level tools the project needs, on Debian/Ubuntu, only if missing:
 #   make, git, PostgreSQL server binaries (the tests start their own throwaway server from
-#   them; the Debian cluster is not used), a Python >= 3.11 that can create venvs;
+#   them; the Debian cluster is not used), promtool (Debian's prometheus package; its server
+#   is not used), a Python >= 3.11 that can create venvs;
 #   with --with-docker also a Docker engine and mmdebstrap (the image build test).
 # Idempotent and quick when everything is present (no apt-get update then).
 # Run as root or with sudo available. .ci/run calls it; developers may too.
@@ -19,6 +20,8 @@ if [ "${1:-}" = "--with-docker" ]; then
     command -v mmdebstrap >/dev/null || installed mmdebstrap || missing+=(mmdebstrap)
 fi
 have_pg_server || installed postgresql || missing+=(postgresql)
+# promtool checks the platform chart's alert rules and dashboard (tests/test_monitoring.py).
+command -v promtool >/dev/null || installed prometheus || missing+=(prometheus)
 
 if python=$(scripts/find-python.sh 2>/dev/null); then
     # Debian's own Python needs python3.X-venv for ensurepip's wheels; others bundle them.
@@ -32,7 +35,7 @@ else
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "bootstrap: system packages present (make, git, PostgreSQL server, Python >= 3.11 with venv${1:+, Docker})"
+    echo "bootstrap: system packages present (make, git, PostgreSQL server, promtool, Python >= 3.11 with venv${1:+, Docker})"
     exit 0
 fi
 
@@ -48,4 +51,5 @@ apt=(-o DPkg::Lock::Timeout=300 -o Acquire::Retries=3)
 "${sudo[@]}" apt-get "${apt[@]}" update -q
 "${sudo[@]}" apt-get "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"
 have_pg_server || { echo "bootstrap: PostgreSQL server binaries still missing" >&2; exit 1; }
+command -v promtool >/dev/null || { echo "bootstrap: promtool still missing" >&2; exit 1; }
 scripts/find-python.sh >/dev/null

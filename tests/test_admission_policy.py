@@ -149,7 +149,7 @@ def test_every_task_pod_of_the_real_dags_is_admitted(policy, task_pods):
     # the object store's (a task gets the connection object_store from the API server), nor any
     # claim (staging is the object store's bucket, the logs an emptyDir).
     for (dag_id, task_id), pod in task_pods.items():
-        expected = {"git-credentials", "warehouse-connection"} if task_id == "load" else {"git-credentials"}
+        expected = {"git-credentials", "warehouse-connection"} if task_id in ("load", "processing_tasks.extract") else {"git-credentials"}
         assert referenced_secrets(pod) == expected, (dag_id, task_id)
         assert "AIRFLOW_CONN_OBJECT_STORE" not in env_names(pod), (dag_id, task_id)
         assert claims(pod) == set(), (dag_id, task_id)

@@ -10,6 +10,9 @@ import yaml
 
 from category_pipeline.config import (
     SCHEDULE_PRESETS,
+    Alerts,
+    EmailAlert,
+    WebhookAlert,
     CategoryError,
     CategoryFileError,
     daily_run_time,
@@ -874,3 +877,105 @@ def test_bad_quality_or_timeout_is_reported(fields, message):
 def test_timeouts_of_a_whole_day_are_accepted():
     config = _parse(_entry("x", execution_timeout_minutes={"extract": 0.5, "process": 24 * 60, "load": 24 * 60}))
     assert config.errors == ()
+
+
+# --- alerts (notifications.py) ------------------------------------------------------------
+
+ALERTS = {
+    "enabled": False,
+    "email": {"conn_id": "smtp_alerts", "to": ["oncall@example.com"]},
+    "webhook": {"conn_id": "alerts_webhook"},
+}
+
+
+def test_alerts_default_to_none_and_the_shipped_file_only_names_connections():
+    assert Alerts() == Alerts(enabled=True, email=None, webhook=None)
+    assert _parse(_entry("x")).categories[0].alerts == Alerts()
+    assert _parse(_entry("x")).alerts == Alerts()
+
+    shipped = load_categories(SHIPPED)
+    # Off until the connections exist; naming connection ids only (no credential can be given).
+    assert shipped.alerts == Alerts(
+        enabled=False,
+        email=EmailAlert(conn_id="smtp_alerts", to=("data-platform-oncall@example.com",)),
+        webhook=WebhookAlert(conn_id="alerts_webhook"),
+    )
+    assert all(category.alerts == shipped.alerts for category in shipped.categories)
+
+
+def test_alerts_merge_key_by_key_and_a_category_can_drop_a_channel():
+    config = _parse(
+        _entry("on", alerts={"enabled": True}),
+        _entry("own_list", alerts={"email": {"to": "home@example.com"}}),
+        _entry("mail_only", alerts={"enabled": True, "webhook": None}),
+        defaults={**DEFAULTS, "alerts": ALERTS},
+    )
+    assert config.errors == ()
+    alerts = {c.name: c.alerts for c in config.categories}
+    assert alerts["on"] == Alerts.model_validate({**ALERTS, "enabled": True})
+    # A list replaces the defaults' list; the connection still comes from the defaults.
+    assert alerts["own_list"].email == EmailAlert(conn_id="smtp_alerts", to=("home@example.com",))
+    assert alerts["own_list"].enabled is False
+    assert alerts["mail_only"].webhook is None and alerts["mail_only"].email == alerts["on"].email
+    # The summary DAG's: the defaults' own.
+    assert config.alerts == Alerts.model_validate(ALERTS)
+
+
+@pytest.mark.parametrize(
+    "alerts,message",
+    [
+        ({"email": {"conn_id": "smtp_alerts"}}, "field 'alerts.email.to': Field required"),
+        ({"email": {"to": ["a@example.com"]}}, "field 'alerts.email.conn_id': Field required"),
+        ({"email": {"conn_id": "smtp_alerts", "to": []}}, "field 'alerts.email.to': give at least one address"),
+        (
+            {"email": {"conn_id": "smtp_alerts", "to": ["oncall"]}},
+            "field 'alerts.email.to': 'oncall' is not an e-mail address (name@example.com)",
+        ),
+        (
+            {"email": {"conn_id": "smtp_alerts", "to": "a@example.com", "from_email": "airflow"}},
+            "field 'alerts.email.from_email': 'airflow' is not an e-mail address (name@example.com)",
+        ),
+        (
+            {"email": {"conn_id": "smtp-alerts", "to": "a@example.com"}},
+            "field 'alerts.email.conn_id': 'smtp-alerts' is not an Airflow connection id: letters, digits and '_', "
+            "starting with a letter (it is also read as AIRFLOW_CONN_<ID>)",
+        ),
+        (
+            {"email": {"conn_id": "smtp_alerts", "to": "a@example.com", "password": "hunter2"}},
+            "field 'alerts.email': 'password' does not belong here: put it in the Airflow connection named by "
+            "conn_id (from a Secret), categories.yaml names only the connection",
+        ),
+        (
+            {"webhook": {"conn_id": "alerts_webhook", "url": "https://hooks.slack.com/services/T/B/secret"}},
+            "field 'alerts.webhook': 'url' does not belong here: put it in the Airflow connection named by "
+            "conn_id (from a Secret), categories.yaml names only the connection",
+        ),
+        ({"webhook": {}}, "field 'alerts.webhook.conn_id': Field required"),
+        ({"slack": {"conn_id": "alerts_webhook"}}, "field 'alerts.slack': unknown key"),
+        ({"enabled": "yes"}, "field 'alerts.enabled': Input should be a valid boolean"),
+        ({"email": "oncall@example.com"}, "field 'alerts.email': Input should be a valid dictionary or instance of EmailAlert"),
+        ("oncall@example.com", "field 'alerts': Input should be a valid dictionary or instance of Alerts"),
+    ],
+)
+def test_bad_alerts_of_an_entry_are_its_error(alerts, message):
+    config = _bad_between_good(_entry("x", alerts=alerts))
+    _assert_only_error(config, 1, "x", f"categories[1] (x): {message}")
+
+
+def test_bad_alerts_in_defaults_are_one_file_error_naming_field_and_line(tmp_path):
+    path = tmp_path / "categories.yaml"
+    document = {"defaults": {**DEFAULTS, "alerts": {"email": {"conn_id": "smtp alerts", "to": []}}},
+                "categories": [_entry("x")]}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    line = path.read_text().splitlines().index("  alerts:") + 1
+    with pytest.raises(CategoryFileError) as raised:
+        load_categories(path)
+    assert str(raised.value) == (
+        f"{path}: line {line}: field 'defaults.alerts.email.conn_id': 'smtp alerts' is not an Airflow connection id: "
+        "letters, digits and '_', starting with a letter (it is also read as AIRFLOW_CONN_<ID>); "
+        "field 'defaults.alerts.email.to': give at least one address"
+    )
+
+
+def test_alerts_null_in_defaults_means_none():
+    assert _parse(_entry("x"), defaults={**DEFAULTS, "alerts": None}).alerts == Alerts()

@@ -164,7 +164,8 @@ def test_evaluator_rejects_invalid_policies(spec, complaint):
 # -- the rendered charts ----------------------------------------------------------------------
 
 PROBES = [("UDP", 53), ("TCP", 53), ("TCP", 80), ("TCP", 443), ("TCP", 5432), ("TCP", 6443),
-          ("TCP", 8080), ("TCP", 8793), ("TCP", 8794), ("TCP", 8974), ("TCP", 9000)]
+          ("TCP", 8080), ("TCP", 8793), ("TCP", 8794), ("TCP", 8974), ("TCP", 9000),
+          ("UDP", 9125), ("TCP", 9102)]
 
 AIRFLOW_COMPONENTS = ["scheduler", "api-server", "dag-processor", "triggerer", "run-airflow-migrations", "create-user-job"]
 TASK_PODS = ["task", "extract-task", "process-task", "load-task"]
@@ -174,6 +175,10 @@ KUBERNETES_API_CLIENTS = ["scheduler", "api-server"]
 # The object store's S3 API: staging (task pods) and task logs (written by the task pods and the
 # triggerer, served by the API server). Not the scheduler nor the DAG processor.
 OBJECT_STORE_CLIENTS = [*TASK_PODS, "api-server", "triggerer"]
+# StatsD to the official chart's exporter (UDP 9125): every Airflow pod that emits metrics.
+METRICS_EMITTERS = AIRFLOW_COMPONENTS + TASK_PODS
+PROMETHEUS = Endpoint("prometheus", "10.244.3.2", "monitoring", {"app.kubernetes.io/name": "prometheus"})
+MONITORING_PEERS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
 
 # Every allowed (source, destination, "PROTOCOL/port") with the Kubernetes API's address set
 # (as lookup finds it on a real install); anything else must be denied.
@@ -190,6 +195,7 @@ EXPECTED = {
     ("object-store-buckets", "kube-dns", "UDP/53"),
     ("object-store-buckets", "kube-dns", "TCP/53"),
     ("object-store-buckets", "object-store", "TCP/9000"),
+    *{(pod, "statsd", "UDP/9125") for pod in METRICS_EMITTERS},
 }
 # Without an address for the Kubernetes API (`helm template`, nothing set), no pod reaches it.
 EXPECTED_WITHOUT_API = {flow for flow in EXPECTED if flow[1] != "kubernetes-api"}
@@ -218,6 +224,17 @@ MUST_BE_DENIED = [
     ("object-store", "kube-dns", "UDP/53"),
     ("object-store-buckets", "internet", "TCP/443"),
     ("object-store-buckets", "warehouse", "TCP/5432"),
+    # The statsd exporter receives StatsD from the Airflow pods only, is scraped by no one by
+    # default (networkPolicies.metrics.from), and reaches nothing.
+    *[(intruder, "statsd", probe) for intruder in ("other-namespace", "other-namespace-lookalike")
+      for probe in ("UDP/9125", "TCP/9102")],
+    *[(pod, "statsd", "UDP/9125") for pod in ("warehouse", "metadata-db", "git-server", "object-store",
+                                              "object-store-buckets")],
+    *[(pod, "statsd", "TCP/9102") for pod in METRICS_EMITTERS],
+    *[("statsd", target, probe) for target, probe in (
+        ("kube-dns", "UDP/53"), ("kube-dns", "TCP/53"), ("internet", "TCP/443"), ("api-server", "TCP/8080"),
+        ("metadata-db", "TCP/5432"), ("object-store", "TCP/9000"), ("kubernetes-api", "TCP/6443"),
+        ("scheduler", "UDP/9125"))],
 ]
 
 
@@ -309,8 +326,8 @@ def test_the_official_chart_renders_no_network_policy_of_its_own():
 
 def test_the_matrix_covers_every_pod_of_both_charts(endpoints):
     pods = {name for name, e in endpoints.items() if e.namespace == NAMESPACE}
-    assert pods == {*AIRFLOW_COMPONENTS, *TASK_PODS, "warehouse", "metadata-db", "git-server", "object-store",
-                    "object-store-buckets"}
+    assert pods == {*AIRFLOW_COMPONENTS, *TASK_PODS, "statsd", "warehouse", "metadata-db", "git-server",
+                    "object-store", "object-store-buckets"}
 
 
 def test_git_sync_runs_exactly_in_the_pods_the_matrix_expects():
@@ -362,6 +379,14 @@ def test_selectors_do_not_depend_on_unrelated_labels(endpoints):
     assert cluster.allows(relabelled, endpoints["warehouse"], 5432)
     assert not cluster.allows(other_release, endpoints["warehouse"], 5432)
     assert not cluster.allows(other_release, endpoints["kube-dns"], 53, "UDP")
+    assert cluster.allows(relabelled, endpoints["statsd"], 9125, "UDP")
+    assert not cluster.allows(other_release, endpoints["statsd"], 9125, "UDP")
+
+
+def test_the_statsd_exporter_listens_where_the_policies_open(endpoints):
+    """The ports the policies open are the exporter's own container ports (the chart's
+    ports.statsdIngest and ports.statsdScrape)."""
+    assert set(endpoints["statsd"].named_ports.values()) == {("UDP", 9125), ("TCP", 9102)}
 
 
 # -- other values -----------------------------------------------------------------------------
@@ -446,6 +471,18 @@ def test_ui_ingress_comes_only_from_the_configured_peers(endpoints):
     assert not Cluster(_policies()).allows(ingress_nginx, endpoints["api-server"], 8080)
 
 
+def test_metrics_scrapes_come_only_from_the_configured_peers(endpoints):
+    opened = Cluster(_policies("--set-json", f"networkPolicies.metrics.from={json.dumps(MONITORING_PEERS)}"))
+    assert opened.allows(PROMETHEUS, endpoints["statsd"], 9102)
+    assert not opened.allows(PROMETHEUS, endpoints["statsd"], 9125, "UDP")
+    for pod in ("scheduler", "api-server", "task", "warehouse"):
+        assert not opened.allows(PROMETHEUS, endpoints[pod], 9102), pod
+    assert not opened.allows(endpoints["other-namespace"], endpoints["statsd"], 9102)
+    # Opening the scrape port adds nothing else: the rest of the matrix is the default one.
+    assert _matrix(opened, endpoints) == _matrix(Cluster(_policies()), endpoints)
+    assert not Cluster(_policies()).allows(PROMETHEUS, endpoints["statsd"], 9102)
+
+
 def test_dns_peers_follow_the_values(endpoints):
     node_local_dns = Endpoint("node-local-dns", "169.254.20.10")
     peers = [{"ipBlock": {"cidr": "169.254.20.10/32"}}]
@@ -472,10 +509,11 @@ def test_bad_values_are_rejected_by_name(setting, complaint):
     assert complaint in failure.value.stderr
 
 
-def test_a_catch_all_ui_peer_needs_an_explicit_selector():
+@pytest.mark.parametrize("key", ["ui", "metrics"])
+def test_a_catch_all_peer_needs_an_explicit_selector(key):
     with pytest.raises(subprocess.CalledProcessError) as failure:
-        render_platform("--set-json", 'networkPolicies.ui.from=[{"ipBlock":{"cidr":"10.0.0.0/8"},"podSelector":{}}]')
-    assert "/networkPolicies/ui/from/0" in failure.value.stderr
+        render_platform("--set-json", f'networkPolicies.{key}.from=[{{"ipBlock":{{"cidr":"10.0.0.0/8"}},"podSelector":{{}}}}]')
+    assert f"/networkPolicies/{key}/from/0" in failure.value.stderr
 
 
 VARIANTS = [
@@ -487,7 +525,8 @@ VARIANTS = [
      "--set", "networkPolicies.externalMetadataDatabase.cidrs={10.1.0.0/16}",
      "--set", "objectStore.enabled=false,objectStore.credentials.source=none",
      "--set", "networkPolicies.externalObjectStore.cidrs={10.30.0.0/24}",
-     "--set-json", 'networkPolicies.ui.from=[{"ipBlock":{"cidr":"10.0.0.0/8"}}]'),
+     "--set-json", 'networkPolicies.ui.from=[{"ipBlock":{"cidr":"10.0.0.0/8"}}]',
+     "--set-json", f"networkPolicies.metrics.from={json.dumps(MONITORING_PEERS)}"),
 ]
 
 

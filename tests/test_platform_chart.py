@@ -40,7 +40,7 @@ HELM_TIMEOUT = 120
 NETWORK_POLICIES = {
     "platform-default-deny", "platform-dns",
     *(f"platform-{server}{side}" for server in ("warehouse", "metadata-db", "git", "api-server", "triggerer",
-                                               "object-store")
+                                               "object-store", "statsd")
       for side in ("", "-clients")),
     "platform-object-store-buckets",
 }
@@ -80,6 +80,7 @@ DEFAULT_OBJECTS = {
     ("ConfigMap", "platform-object-store-buckets"),
     ("Job", "platform-object-store-buckets-1"),  # named after the release revision (1 in `helm template`)
     ("Secret", "object-store-credentials"),
+    ("ConfigMap", "platform-grafana-dashboard"),  # the PrometheusRule needs its CRD (tests/test_monitoring.py)
 }
 # Cluster-scoped: named after the namespace, so that one release per namespace can coexist.
 CLUSTER_SCOPED_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
@@ -670,6 +671,7 @@ TOGGLES = {
     },
     "networkPolicies.enabled=false": {key for key in DEFAULT_OBJECTS if key[0] == "NetworkPolicy"},
     "taskServiceAccount.create=false": {("ServiceAccount", "airflow-task-runner")},
+    "monitoring.dashboard.enabled=false": {("ConfigMap", "platform-grafana-dashboard")},
     "gitCredentials.create=false": {
         ("Secret", "git-credentials"), ("Secret", "git-push-credentials"), ("Secret", "git-dags-connection"),
     },

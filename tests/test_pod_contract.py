@@ -21,6 +21,9 @@ CATEGORIES = load_categories(DAGS / "categories.yaml").categories
 VALUES = pod_template.values()
 IMAGE = f"{VALUES['images']['airflow']['repository']}:{VALUES['images']['airflow']['tag']}"
 STEP_OF_TASK = {"process.validate": "process", "process.compute_metrics": "process", "load": "load"}
+# The tasks that get the warehouse connection: the loads, and the summary's extract, which
+# reads what the categories loaded (a step=load pod).
+WAREHOUSE_TASKS = {"load", "processing_tasks.extract"}
 SUMMARY_DAG = pod_template.SUMMARY_DAG
 
 # What any task container holds: the pod template's env (values.yaml `env` included) and what
@@ -103,12 +106,12 @@ def test_task_containers_hold_exactly_the_env_a_task_needs(pods):
     connection, from its Secret, in load pods only (the summary's load included)."""
     for (dag_id, task_id), pod in pods.items():
         env = {e["name"]: e for e in _base(pod)["env"]}
-        expected = LOAD_ENV if task_id == "load" else TASK_ENV
+        expected = LOAD_ENV if task_id in WAREHOUSE_TASKS else TASK_ENV
         assert set(env) == expected, f"{dag_id}.{task_id}: unexpected {set(env) ^ expected}"
         assert env["CONNECTION_CHECK_MAX_COUNT"]["value"] == "0"
         for variable in env.values():
             assert "postgresql://" not in str(variable.get("value", "")), f"{task_id}: literal connection string"
-        if task_id == "load":
+        if task_id in WAREHOUSE_TASKS:
             ref = env["AIRFLOW_CONN_WAREHOUSE_DEFAULT"]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": "warehouse-connection", "key": "uri"}
         assert not _base(pod).get("envFrom"), f"{dag_id}.{task_id}: envFrom brings in unlisted variables"
@@ -121,7 +124,7 @@ def test_task_pods_reference_no_airflow_secret_and_no_token(pods):
             for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
             for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})
         } | {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
-        expected = {"git-credentials"} | ({"warehouse-connection"} if task_id == "load" else set())
+        expected = {"git-credentials"} | ({"warehouse-connection"} if task_id in WAREHOUSE_TASKS else set())
         assert referenced == expected, f"{dag_id}.{task_id}: Secrets {referenced}"
         assert not referenced & AIRFLOW_SECRETS
         assert pod["spec"]["automountServiceAccountToken"] is False

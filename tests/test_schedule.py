@@ -40,7 +40,6 @@ def _run_at(dag, run_time: datetime):
     [
         ("category_fashion", datetime(2026, 11, 27, 0, 0, tzinfo=UTC)),       # @daily: midnight
         ("category_electronics", datetime(2026, 11, 27, 0, 0, tzinfo=UTC)),
-        ("advanced_data_pipeline", datetime(2026, 11, 27, 0, 0, tzinfo=UTC)),
         ("category_home", datetime(2026, 11, 27, 3, 0, tzinfo=UTC)),          # 0 3 * * *
     ],
 )
@@ -66,7 +65,7 @@ def test_the_first_run_after_unpausing_processes_yesterday_not_today(scheduled_d
 
 
 def test_a_manual_run_processes_the_date_it_is_given(scheduled_dags):
-    for dag_id in ("category_home", "category_fashion", "advanced_data_pipeline"):
+    for dag_id in ("category_home", "category_fashion"):
         given = datetime(2026, 11, 20, tzinfo=UTC)
         interval = scheduled_dags[dag_id].timetable.infer_manual_data_interval(run_after=given)
         assert interval.end <= given + timedelta(days=1)

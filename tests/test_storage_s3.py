@@ -7,7 +7,6 @@ environment (category_pipeline.object_store)."""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 # Also a valid Kubernetes label value: starts with a letter, ends alphanumeric.
 SLUG = re.compile(r"^[a-z](?:[a-z0-9_]{0,38}[a-z0-9])?$")
@@ -163,6 +163,97 @@ class ExecutionTimeouts(_Strict):
     load: float = Field(default=60, gt=0, le=24 * 60)
 
 
+# An Airflow connection id as it also works from an environment variable (AIRFLOW_CONN_<ID>).
+CONN_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,249}$")
+# An address as an on-call list writes it; the SMTP server has the last word.
+EMAIL_ADDRESS = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[^@\s,;<>\"'.]+$")
+
+
+# Keys someone may write where a connection id belongs: credentials stay in the connection.
+CONNECTION_ONLY_KEYS = ("url", "host", "port", "login", "user", "username", "password", "token", "webhook_url")
+
+
+def _no_credentials(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in CONNECTION_ONLY_KEYS:
+            if key in value:
+                raise ValueError(
+                    f"{key!r} does not belong here: put it in the Airflow connection named by conn_id "
+                    "(from a Secret), categories.yaml names only the connection"
+                )
+    return value
+
+
+def _conn_id(value: str) -> str:
+    if not CONN_ID.fullmatch(value):
+        raise ValueError(
+            f"{clip(repr(value), 100)} is not an Airflow connection id: letters, digits and '_', "
+            "starting with a letter (it is also read as AIRFLOW_CONN_<ID>)"
+        )
+    return value
+
+
+class EmailAlert(_Strict):
+    """Mail through the SMTP connection ``conn_id`` (host, login, password: the connection's)."""
+
+    conn_id: str
+    to: tuple[str, ...]
+    # None: the connection's extra "from_email".
+    from_email: str | None = None
+
+    _credentials = model_validator(mode="before")(_no_credentials)
+
+    @field_validator("conn_id")
+    @classmethod
+    def _connection(cls, value: str) -> str:
+        return _conn_id(value)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_address(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one address")
+        for address in value:
+            if not EMAIL_ADDRESS.fullmatch(address):
+                raise ValueError(f"{clip(repr(address), 100)} is not an e-mail address (name@example.com)")
+        return value
+
+    @field_validator("from_email")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        if value is not None and not EMAIL_ADDRESS.fullmatch(value):
+            raise ValueError(f"{clip(repr(value), 100)} is not an e-mail address (name@example.com)")
+        return value
+
+
+class WebhookAlert(_Strict):
+    """JSON posted to the URL of the HTTP connection ``conn_id`` (a Slack incoming webhook's
+    URL is its secret: it lives in the connection, never here)."""
+
+    conn_id: str
+
+    _credentials = model_validator(mode="before")(_no_credentials)
+
+    @field_validator("conn_id")
+    @classmethod
+    def _connection(cls, value: str) -> str:
+        return _conn_id(value)
+
+
+class Alerts(_Strict):
+    """Who hears of a failed task (notifications.py). ``enabled: false`` keeps the settings
+    but sends nothing; ``email: null`` or ``webhook: null`` drops one channel."""
+
+    enabled: bool = Field(default=True, strict=True)
+    email: EmailAlert | None = None
+    webhook: WebhookAlert | None = None
+
+
 class Category(_Strict):
     name: str
     owner: str = Field(min_length=1)
@@ -175,6 +266,7 @@ class Category(_Strict):
     resources: StepResources
     quality: Quality = Field(default_factory=Quality)
     execution_timeout_minutes: ExecutionTimeouts = Field(default_factory=ExecutionTimeouts)
+    alerts: Alerts = Field(default_factory=Alerts)
 
     @field_validator("name")
     @classmethod
@@ -213,6 +305,8 @@ class CategoryError:
 class CategoryConfig:
     categories: tuple[Category, ...]
     errors: tuple[CategoryError, ...]
+    # The defaults' alerts: for the DAGs that are no category (the summary).
+    alerts: Alerts = Alerts()
 
 
 class CategoryFileError(ValueError):
@@ -426,6 +520,7 @@ def parse_categories(document: Any, source: str = "categories.yaml") -> Category
         raise CategoryFileError(f"{source}: line {line}: duplicate key {clip(repr(key), 100)} in '{path}'")
     for _, alias in _aliases({key: value for key, value in document.items() if key != "categories"}):
         raise CategoryFileError(f"{source}: {alias.problem()}")
+    alerts = _default_alerts(defaults, source)
 
     valid: list[Category] = []
     errors: list[CategoryError] = []
@@ -458,7 +553,23 @@ def parse_categories(document: Any, source: str = "categories.yaml") -> Category
             continue
         seen[category.name] = index
         valid.append(category)
-    return CategoryConfig(tuple(valid), tuple(errors))
+    return CategoryConfig(tuple(valid), tuple(errors), alerts)
+
+
+def _default_alerts(defaults: dict[str, Any], source: str) -> Alerts:
+    """The defaults' alerts, checked once here: the summary DAG uses them as they are, and
+    a broken one would otherwise be reported again by every entry."""
+    value = defaults.get("alerts")
+    try:
+        return Alerts.model_validate({} if value is None else value)
+    except ValidationError as exc:
+        where = _key_line(defaults, "alerts")
+        problems = "; ".join(
+            problem.replace("field '", "field 'defaults.alerts.", 1) if problem.startswith("field '")
+            else f"field 'defaults.alerts': {problem}"
+            for problem in _describe(exc)
+        )
+        raise CategoryFileError(f"{source}: {where}{problems}") from None
 
 
 def load_categories(path: str | Path) -> CategoryConfig:

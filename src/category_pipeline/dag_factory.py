@@ -3,6 +3,10 @@
 Process (validate, compute_metrics) and load carry a pod override, so that under the
 KubernetesExecutor they run as pods sized for the category; under the local executor
 the same tasks just run.
+
+The load publishes the category's Asset (``category_asset``) for the day it loaded: the
+event's extra names the order date, and its partition key is that date, which is how
+``advanced_data_pipeline`` follows the loads.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ import logging
 from datetime import date, datetime, timedelta, timezone
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, TaskGroup, task
+from airflow.sdk import DAG, Asset, TaskGroup, task
 
 from category_pipeline.config import Category
 from category_pipeline.failures import fail_fast
 from category_pipeline.k8s import WAREHOUSE_CONN_ID, pod_override
 from category_pipeline.schedule import daily_timetable
+from category_pipeline.notifications import failure_callbacks
 
 # The data steps (pyarrow) are imported inside the tasks: parsing the DAGs never needs them.
 
@@ -29,6 +34,71 @@ def _source_text(category: Category) -> str:
     if source.kind == "files":
         return f"files {source.uri}"
     return f"synthetic source ({source.rows_per_day:,} rows a day, {source.products} products)"
+
+
+def category_asset(name: str) -> Asset:
+    """The Asset a category's load updates: its partitions of ``orders`` and
+    ``category_daily_metrics``. One event per loaded day, partition key = the order date."""
+    return Asset(name=f"category_{name}_loaded", uri=f"warehouse://category_daily_metrics/{name}",
+                 group="category_loads")
+
+
+def _when_text(category: Category) -> str:
+    if category.schedule is None:
+        return "manual runs only (`schedule: null`)"
+    return f"`{category.schedule}` (UTC)"
+
+
+def _resources_text(category: Category) -> str:
+    lines = []
+    for step in ("process", "load"):
+        r = getattr(category.resources, step)
+        lines.append(f"- {step}: requests cpu {r.requests.cpu}, memory {r.requests.memory}; "
+                     f"limits cpu {r.limits.cpu}, memory {r.limits.memory}")
+    return "\n".join(lines)
+
+
+def category_doc_md(category: Category) -> str:
+    """What the on-call engineer needs on the DAG's page: the effective config, the flow, the tables."""
+    name, quality, timeouts = category.name, category.quality, category.execution_timeout_minutes
+    source = category.source
+    if source.kind == "files":
+        source_text = f"**files** source: orders `{source.uri}`, catalog `{source.catalog_uri}`"
+    else:
+        source_text = (f"**synthetic** source: {source.rows_per_day:,} rows a day, {source.products} products, "
+                       f"{source.bad_row_ratio:.0%} bad rows generated")
+    asset = category_asset(name)
+    return f"""### Category `{name}`{f": {category.description}" if category.description else ""}
+
+Generated from the `{name}` entry of `categories.yaml` (merged with its `defaults`); owner `{category.owner}`.
+
+**Schedule**: {_when_text(category)}. Each run processes one order date, its **logical date**: a
+scheduled run the last complete day before its run time (its data interval; the run at
+2026-11-27 processes 2026-11-26), a manual run the date it is given.
+Retries: {category.retries}, {category.retry_delay_minutes:g} min apart.
+
+**Source**: {source_text}.
+
+**Data flow**: `extract` lands the day's raw orders (and catalog) in staging ->
+`process.validate` splits them into clean orders and a quarantine (with the reason per row) ->
+`process.compute_metrics` sums the clean orders per product -> `load` replaces the day's partition
+(category `{name}`, order date) of the warehouse tables `orders` and `category_daily_metrics`, in one
+transaction; a rerun replaces, never duplicates. Staged datasets: `<staging>/{name}/<date>/`
+(`raw_orders`, `catalog`, `clean_orders`, `quarantine`, `metrics`).
+
+**Quality gate**: validate fails, and nothing is loaded, when the day has fewer than
+{quality.min_rows:,} rows (`min_rows`) or more than {quality.max_bad_row_ratio:.0%} of them quarantined
+(`max_bad_row_ratio` {quality.max_bad_row_ratio:g}). A manual run with the conf `{{"{GATE_CONF_KEY}": false}}`
+loads such a day anyway.
+
+**Resources** (KubernetesExecutor pods):
+{_resources_text(category)}
+
+Timeouts: extract {timeouts.extract:g} min, process {timeouts.process:g} min per task, load {timeouts.load:g} min.
+
+**Downstream**: a successful load publishes the asset `{asset.name}` (`{asset.uri}`) with the order date
+(extra `order_date`, partition key); `advanced_data_pipeline` then re-summarises that day.
+"""
 
 
 def build_category_dag(category: Category, load_operator: type) -> DAG:
@@ -48,16 +118,10 @@ def build_category_dag(category: Category, load_operator: type) -> DAG:
             "owner": category.owner,
             "retries": category.retries,
             "retry_delay": timedelta(minutes=category.retry_delay_minutes),
+            # Per task, in the task's own process, after its last try (categories.yaml `alerts`).
+            "on_failure_callback": failure_callbacks(category),
         },
-        doc_md=(
-            f"Generated from the `{name}` entry of `categories.yaml`.\n\n"
-            "Each run processes one order date, its **logical date**: a scheduled run the last "
-            "complete day before its run time (its data interval), a manual run the date it is "
-            "given. The load replaces that date's partition of `orders` and `category_daily_metrics`.\n\n"
-            f"**Quality gate**: validate fails, and nothing is loaded, when the day has fewer than "
-            f"{category.quality.min_rows:,} rows or more than {category.quality.max_bad_row_ratio:.0%} of them "
-            f'quarantined. A manual run with the conf `{{"{GATE_CONF_KEY}": false}}` loads such a day anyway.'
-        ),
+        doc_md=category_doc_md(category),
     ) as dag:
         process_pod = {"pod_override": pod_override(category, "process")}
 
@@ -120,6 +184,8 @@ def build_category_dag(category: Category, load_operator: type) -> DAG:
             datasets={"orders": validated["clean_uri"], "category_daily_metrics": metrics["metrics_uri"]},
             partition={"category": name, "order_date": "{{ ds }}"},
             warehouse_conn_id=WAREHOUSE_CONN_ID,
+            outlets=[category_asset(name)],
+            asset_partition_key="{{ ds }}",
             executor_config={"pod_override": pod_override(category, "load")},
             execution_timeout=timedelta(minutes=timeouts.load),
         )

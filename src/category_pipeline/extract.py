@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from category_pipeline import sources
+from category_pipeline import metrics, sources
 from category_pipeline.config import Category
 from category_pipeline.schema import CATALOG, STAGED_RAW_ORDERS
 from category_pipeline.storage import dataset_uri, write_dataset
@@ -12,6 +12,13 @@ from category_pipeline.storage import dataset_uri, write_dataset
 
 def extract(category: Category, day: date, staging_root: str) -> dict:
     """Returns the small metadata that travels by XCom: URIs and a row count."""
+    with metrics.step_timer(category.name, "extract"):
+        landed = _land(category, day, staging_root)
+    metrics.rows_extracted(category.name, landed["rows"])
+    return landed
+
+
+def _land(category: Category, day: date, staging_root: str) -> dict:
     raw_uri = dataset_uri(staging_root, category.name, day, "raw_orders")
     catalog_uri = dataset_uri(staging_root, category.name, day, "catalog")
     # The catalog is snapshotted next to the orders so that a rerun of process checks

@@ -27,6 +27,7 @@ from datetime import date
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from category_pipeline import metrics
 from category_pipeline.pg_copy import COPY_HEADER, COPY_TRAILER, encode_rows
 from category_pipeline.schema import WAREHOUSE_TABLES, WarehouseTable
 from category_pipeline.storage import BATCH_ROWS, read_batches, read_schema
@@ -56,8 +57,22 @@ def load_partition(
 ) -> dict[str, dict[str, int]]:
     """Replace ``partition`` of every table in ``datasets`` (table -> dataset URI).
 
-    Returns, per table, the rows loaded and the rows they replaced.
+    Returns, per table, the rows loaded and the rows they replaced. A category's load (a
+    partition with a ``category``) is timed, and its ``orders`` rows counted, as metrics.
     """
+    category = partition.get("category")
+    if category is None:
+        return _load_partition(warehouse, datasets, partition)
+    with metrics.step_timer(str(category), "load"):
+        result = _load_partition(warehouse, datasets, partition)
+    if "orders" in result:
+        metrics.rows_loaded(str(category), result["orders"]["loaded"])
+    return result
+
+
+def _load_partition(
+    warehouse: Warehouse, datasets: Mapping[str, str], partition: Mapping[str, str | date]
+) -> dict[str, dict[str, int]]:
     tables = [_table(name) for name in datasets]
     for table in tables:
         _check_partition_columns(table, partition)

@@ -1,7 +1,7 @@
 """Laptop mode: the same DAGs on Airflow's embedded defaults (SQLite, no cluster).
 
     python -m category_pipeline.local_run run [--date YYYY-MM-DD] [--staging s3]   # make run [STAGING=s3]
-    python -m category_pipeline.local_run standalone                                # make airflow
+    python -m category_pipeline.local_run standalone [--port 8080] [--host 127.0.0.1] # make airflow [PORT=] [HOST=]
 
 ``--staging s3`` stages the datasets in object storage, as the cluster does: an S3 API on
 127.0.0.1 for the run (moto's server, a dev dependency), bucket pipeline-staging, reached
@@ -14,13 +14,33 @@ Airflow's SQLite database, the SQLite warehouse and the staged datasets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
+import warnings
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+
+import psutil  # an Airflow dependency
+
+
+# svcs (a dependency of Airflow's execution API) imports fastapi.testclient, and Starlette
+# warns there that it wants the `httpx2` package instead of `httpx`: nothing of ours uses the
+# test client, and Airflow 3.3.2 pins neither. Silenced by its exact text, in this process
+# (before Airflow is imported) and, through PYTHONWARNINGS, in every `airflow` process we start.
+STARLETTE_HTTPX_WARNING = "Using `httpx` with `starlette.testclient` is deprecated"
+
+
+def quiet_known_warnings() -> None:
+    warnings.filterwarnings("ignore", message=re.escape(STARLETTE_HTTPX_WARNING))
+    pythonwarnings = f"ignore:{STARLETTE_HTTPX_WARNING}"
+    if pythonwarnings not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), pythonwarnings]))
 
 
 def laptop_env(repo: Path, state: Path | None = None) -> dict[str, str]:
@@ -124,7 +144,9 @@ def _run_all(day: date, started: float) -> int:
             print(f"{dag_id}: not loaded", file=sys.stderr)
             continue
         t0 = time.monotonic()
+        started_at = datetime.now(timezone.utc)
         dag_run = dag.test(logical_date=logical_date)
+        _record_real_start(dag_run, started_at)
         state = str(dag_run.state)
         print(f"{dag_id:<28} {state:<8} {time.monotonic() - t0:6.1f} s")
         if state != "success":
@@ -142,16 +164,173 @@ def _run_all(day: date, started: float) -> int:
     return 1 if failed or bag.import_errors else 0
 
 
-def standalone(repo: Path) -> None:
+# What `airflow standalone` starts (scheduler, API server, DAG processor, triggerer, their
+# workers and log servers) gets this long to stop after a graceful signal, then SIGKILL: all
+# of it is gone within the 10 s a user (or a service manager) waits.
+GRACE_SECONDS = 8.0
+TERMINATE_AFTER_SECONDS = 2.5
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def _record_real_start(dag_run, started_at: datetime) -> None:
+    """dag.test() (Airflow 3.3.2) records the run as started at its logical date, so the UI
+    shows the days since then as the run's duration: record when it really started."""
+    from sqlalchemy import update
+
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.execute(update(DagRun).where(DagRun.id == dag_run.id).values(start_date=started_at))
+
+
+def standalone_env(port: int, host: str) -> dict[str, str]:
+    """Settings that put the API server, the UI and task execution on ``host``:``port``.
+
+    Tasks reach the execution API at [core] execution_api_server_url; left unset it is derived
+    from [api] base_url or else http://localhost:8080, so a port set in [api] port alone gives
+    a UI on that port and tasks failing with "Connection refused" to 8080."""
+    if not 0 < port < 65536:
+        raise SystemExit(f"--port {port}: not a TCP port (1-65535)")
+    # Listening on every interface still serves this machine on loopback.
+    local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base_url = f"http://{local_host}:{port}"
+    return {
+        "AIRFLOW__API__HOST": host,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+    }
+
+
+def standalone(repo: Path, port: int = 8080, host: str = "127.0.0.1") -> int:
+    """`airflow standalone` under a supervisor that stops all of it on SIGTERM, SIGHUP or SIGINT.
+
+    `airflow standalone` stops its components only on SIGINT (KeyboardInterrupt), and a
+    background job of a shell starts with SIGINT ignored: killed any other way it leaves the
+    scheduler, API server, DAG processor and triggerer running and holding their ports."""
     _apply_env(repo)
-    home = Path(os.environ["AIRFLOW_HOME"])
+    env = {**os.environ, **standalone_env(port, host)}
+    home = Path(env["AIRFLOW_HOME"])
     print(
-        "Airflow UI: http://localhost:8080  (Ctrl-C stops it; it stops cleanly only on SIGINT)\n"
+        f"Airflow UI: {env['AIRFLOW__API__BASE_URL']}  (listening on {host}:{port}; "
+        "Ctrl-C, SIGTERM or SIGHUP stops everything)\n"
         f"Log in as 'admin'; the password is in {home / 'simple_auth_manager_passwords.json.generated'}\n"
-        "(written on first start, and also printed in the startup output below).",
+        "(written on first start, and also printed in the startup output below).\n"
+        "DAGs start paused: unpause one with its toggle in the UI, or `airflow dags unpause DAG_ID`.",
         flush=True,
     )
-    os.execvp("airflow", ["airflow", "standalone"])
+    return supervise(["airflow", "standalone"], env)
+
+
+def supervise(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` in a process group of its own until it exits or we get a stop signal;
+    then stop it and every process it started (see :func:`stop_tree`)."""
+    received: list[int] = []
+
+    def on_stop_signal(signum, _frame):
+        received.append(signum)
+
+    # Set explicitly, SIGINT included: a shell starts a background job with SIGINT ignored,
+    # and Python keeps an inherited "ignore". Handled (not ignored) signals are reset to the
+    # default in the child on exec, so `airflow standalone` gets its KeyboardInterrupt back.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_stop_signal)
+    _become_subreaper()
+    # Its own process group: a Ctrl-C on the terminal reaches us, not the components; we
+    # stop them in order instead of all at once.
+    child = subprocess.Popen(command, env=env, process_group=0)
+    while not received and child.poll() is None:
+        time.sleep(0.2)
+    if received:
+        print(f"\nlocal_run: {signal.Signals(received[0]).name}: stopping Airflow ...", file=sys.stderr, flush=True)
+    stop_tree(child)
+    return 0 if received else child.returncode
+
+
+def _become_subreaper() -> None:
+    """On Linux, orphans of our descendants (a component whose parent died first) are
+    re-parented to us instead of init, so stop_tree still finds them; and the death of our
+    parent (make) stops us."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        # GNU make does not pass a SIGTERM on to its recipe: `kill <make pid>` ends make, and
+        # its death reaches us as a SIGTERM.
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _descendants(child: subprocess.Popen) -> dict[int, psutil.Process]:
+    """Every live process we started: our descendants (orphans included, see
+    _become_subreaper) and whatever still runs in the child's process group."""
+    found = {}
+    with contextlib.suppress(psutil.Error):
+        for process in psutil.Process().children(recursive=True):
+            found[process.pid] = process
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):  # gone meanwhile
+            if process.pid not in found and os.getpgid(process.pid) == child.pid:
+                found[process.pid] = process
+    return {pid: p for pid, p in found.items() if _alive(p)}
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _reap(child: subprocess.Popen) -> None:
+    child.poll()
+    for process in psutil.Process().children():
+        if process.pid != child.pid:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(process.pid, os.WNOHANG)
+
+
+def stop_tree(child: subprocess.Popen, grace: float = GRACE_SECONDS) -> None:
+    """Stop ``child`` and everything it started, in three steps:
+
+    1. SIGINT to `airflow standalone` only: its own clean stop, which terminates each
+       component (each then stops its workers and log server) and relays their last lines.
+       Signalling every process at once is worse: a LocalExecutor worker killed before the
+       scheduler has told it to stop leaves the scheduler waiting for it.
+    2. SIGTERM to whatever still runs after TERMINATE_AFTER_SECONDS: the components' own
+       children are gone within about a second, but the components themselves (Airflow
+       3.3.2) exit only on a second SIGTERM.
+    3. SIGKILL to whatever still runs after ``grace``.
+    Nothing we started survives us, and no port stays held."""
+    started = time.monotonic()
+    processes = _descendants(child)
+    with contextlib.suppress(ProcessLookupError):
+        child.send_signal(signal.SIGINT)
+    terminated = False
+    while processes and time.monotonic() - started < grace:
+        time.sleep(0.2)
+        _reap(child)
+        processes.update(_descendants(child))
+        processes = {pid: p for pid, p in processes.items() if _alive(p)}
+        if not terminated and time.monotonic() - started >= TERMINATE_AFTER_SECONDS:
+            terminated = True
+            for process in processes.values():
+                with contextlib.suppress(psutil.Error):
+                    process.terminate()
+    names = []
+    for process in processes.values():
+        with contextlib.suppress(psutil.Error):
+            names.append(f"{process.pid} {' '.join(process.cmdline()[:3])}")
+            process.kill()
+    if names:
+        print(f"local_run: killed what still ran after {grace:.0f} s: {'; '.join(names)}", file=sys.stderr, flush=True)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=1)
+    _reap(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,11 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="repository root (default: .)")
     parser.add_argument("--staging", choices=["local", "s3"], default="local",
                         help="where datasets are staged: .local/staging (default) or a loopback S3 API")
+    parser.add_argument("--port", type=int, default=8080, help="standalone: UI, API and execution API port (8080)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="standalone: the address to listen on (127.0.0.1; 0.0.0.0 for every interface)")
     args = parser.parse_args(argv)
+    quiet_known_warnings()
     repo = args.repo.resolve()
     if args.command == "standalone":
-        standalone(repo)
-        return 0
+        return standalone(repo, port=args.port, host=args.host)
     return run(repo, args.date or (datetime.now(timezone.utc).date() - timedelta(days=1)), staging=args.staging)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from category_pipeline import metrics
 from category_pipeline.schema import CLEAN_ORDERS, PRODUCT_METRICS, QUARANTINE, REQUIRED_RAW_FIELDS, RAW_TEXT
 from category_pipeline.storage import DatasetWriter, read_batches, read_metadata, write_dataset
 
@@ -300,6 +301,15 @@ def validate(
     raw_uri: str, catalog_uri: str, category: str, day: date, clean_uri: str, quarantine_uri: str
 ) -> dict:
     """Split raw orders into clean and quarantined datasets; returns URIs and counts."""
+    with metrics.step_timer(category, "validate"):
+        result = _validate(raw_uri, catalog_uri, category, day, clean_uri, quarantine_uri)
+    metrics.validated(category, result["clean_rows"], result["quarantine_reasons"], REASONS)
+    return result
+
+
+def _validate(
+    raw_uri: str, catalog_uri: str, category: str, day: date, clean_uri: str, quarantine_uri: str
+) -> dict:
     started = clock.perf_counter()
     classify = _Classifier(_product_ids(catalog_uri), day, raw_uri)
     reasons: Counter[str] = Counter()
@@ -496,15 +506,22 @@ def _never_null(uri: str, column: str) -> bool:
     return True
 
 
-def compute_metrics(clean_uri: str, metrics_uri: str) -> dict:
+def compute_metrics(clean_uri: str, metrics_uri: str, category: str | None = None) -> dict:
+    """Per-product metrics of the clean orders, written to ``metrics_uri``. ``category`` names
+    the step's duration metric; by default, the category of the staged ``metrics_uri``."""
+    with metrics.step_timer(category or metrics.category_of_staged(metrics_uri), "compute_metrics"):
+        return _compute_metrics(clean_uri, metrics_uri)
+
+
+def _compute_metrics(clean_uri: str, metrics_uri: str) -> dict:
     # The orders of a product count its non-null order_ids: when the statistics show there
     # are none, counting rows gives the same and spares reading the widest column.
     columns = ["category", "order_date", "product_id", "quantity", "amount"]
     if not _never_null(clean_uri, "order_id"):
         columns.append("order_id")
     batches = read_batches(clean_uri, columns=columns, read_dictionary=["category", "product_id"])
-    metrics = product_metrics(batches)
-    rows = write_dataset(metrics_uri, PRODUCT_METRICS, metrics.to_batches())
+    per_product = product_metrics(batches)
+    rows = write_dataset(metrics_uri, PRODUCT_METRICS, per_product.to_batches())
     return {"metrics_uri": metrics_uri, "rows": rows}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from category_pipeline import metrics
 from category_pipeline.config import Quality
 
 
@@ -17,7 +18,11 @@ class QualityGateError(ValueError):
 
 
 def check(category: str, day: date | str, rows: int, quarantined: int, quality: Quality) -> None:
-    """Raise QualityGateError naming the category, the day and the figure against its limit."""
+    """Raise QualityGateError naming the category, the day and the figure against its limit.
+
+    Sends the category's limit as a gauge first (next to validate's quarantine_ratio), so that
+    an alert can compare the two: once per validate, passed or not."""
+    metrics.max_bad_row_ratio(category, quality.max_bad_row_ratio)
     if rows < quality.min_rows:
         raise QualityGateError(
             f"quality gate of {category} for {day}: {rows:,} rows, fewer than quality.min_rows = "

@@ -96,8 +96,14 @@ Call with (list (dict "cidr" "10.0.0.0/8" "except" (list ...)) ...). Renders a Y
 
 {{/* TCP ports of a rule. Call with a list of port numbers. */}}
 {{- define "platform.netpol.tcpPorts" -}}
-{{- range . }}
-- protocol: TCP
+{{- include "platform.netpol.ports" (dict "ports" .) }}
+{{- end }}
+
+{{/* Ports of a rule, of one protocol (default TCP). Call with (dict "ports" (list 9125) "protocol" "UDP"). */}}
+{{- define "platform.netpol.ports" -}}
+{{- $protocol := .protocol | default "TCP" }}
+{{- range .ports }}
+- protocol: {{ $protocol }}
   port: {{ int . }}
 {{- end }}
 {{- end }}
@@ -137,7 +143,8 @@ Call with the root context.
 One flow inside the namespace, as two policies: the server's ingress from its clients
 (`name`) and the clients' egress to the server (`name`-clients). Both are needed: every pod
 is under default-deny in both directions.
-Call with (dict "root" $ "name" "platform-warehouse" "server" <selector YAML> "clients" <selector YAML> "ports" (list 5432)).
+Call with (dict "root" $ "name" "platform-warehouse" "server" <selector YAML> "clients" <selector YAML> "ports" (list 5432)),
+and "protocol" "UDP" for a UDP flow (default TCP).
 */}}
 {{- define "platform.netpol.flow" -}}
 apiVersion: networking.k8s.io/v1
@@ -153,7 +160,7 @@ spec:
         - podSelector:
             {{- .clients | nindent 12 }}
       ports:
-        {{- include "platform.netpol.tcpPorts" .ports | trim | nindent 8 }}
+        {{- include "platform.netpol.ports" . | trim | nindent 8 }}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -168,7 +175,7 @@ spec:
         - podSelector:
             {{- .server | nindent 12 }}
       ports:
-        {{- include "platform.netpol.tcpPorts" .ports | trim | nindent 8 }}
+        {{- include "platform.netpol.ports" . | trim | nindent 8 }}
 {{- end }}
 
 {{/*
