@@ -132,6 +132,21 @@ def test_the_runs_task_pods_ran_on_more_than_one_node(category_run):
     assert len(set(nodes.values()) - {None}) >= 2, nodes
 
 
+def test_the_statsd_exporter_has_the_runs_row_metric(api, category_run):
+    """One scrape of the official chart's StatsD exporter after the run: the pipeline's rows
+    metric for the category (values.yaml's extraMappings), at least the run's loaded rows."""
+    import re
+    import urllib.request
+
+    loaded = api.xcom(DAG_ID, category_run["run_id"], "load")["orders"]["loaded"]
+    with platform_api.port_forward("svc/airflow-statsd", 9102) as port:
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    found = re.search(rf'^airflow_pipeline_rows_loaded{{[^}}]*category="{CATEGORY}"[^}}]*}} (\S+)$', scraped, re.MULTILINE)
+    assert found, "no airflow_pipeline_rows_loaded series for the category:\n" + scraped[-3000:]
+    # A counter since the exporter started: this run's rows are in it (earlier runs may add).
+    assert float(found.group(1)) >= loaded > 0
+
+
 def test_rows_reached_the_warehouse(api, category_run):
     validated = api.xcom(DAG_ID, category_run["run_id"], "process.validate")
     count = platform_api.kubectl(
