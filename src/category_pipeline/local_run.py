@@ -36,8 +36,15 @@ import psutil  # an Airflow dependency
 STARLETTE_HTTPX_WARNING = "Using `httpx` with `starlette.testclient` is deprecated"
 
 
+# Airflow 3.3.2's DagRun.serialized_dag relationship (uselist=False) finds several rows when a
+# DAG file has more than one serialized version (every rerun of `make run` after an edit):
+# SQLAlchemy warns, and Airflow takes the first. Nothing of ours; silenced by its exact text.
+SERIALIZED_DAG_WARNING = "Multiple rows returned with uselist=False for lazily-loaded attribute 'DagRun.serialized_dag'"
+
+
 def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=re.escape(STARLETTE_HTTPX_WARNING))
+    warnings.filterwarnings("ignore", message=re.escape(SERIALIZED_DAG_WARNING))
     pythonwarnings = f"ignore:{STARLETTE_HTTPX_WARNING}"
     if pythonwarnings not in os.environ.get("PYTHONWARNINGS", ""):
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), pythonwarnings]))
