@@ -143,6 +143,23 @@ def _run_all(day: date, started: float) -> int:
         print(f"IMPORT ERROR in {Path(path).name}:\n{error}", file=sys.stderr)
     dag_ids = sorted(d for d in bag.dag_ids if d.startswith("category_")) + ["advanced_data_pipeline"]
     logical_date = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
+    with task_logs_to_files():
+        failed = _test_dags(bag, dag_ids, logical_date)
+
+    # The same Connection the load tasks used (JSON or URI form, or any secrets backend).
+    connection = Connection.get_connection_from_secrets(WAREHOUSE_CONN_ID)
+    warehouse = Warehouse.from_airflow_connection(WAREHOUSE_CONN_ID, connection)
+    # The repr hides a password; the target itself may hold one.
+    print(f"\n{warehouse!r}, order date {day}:\n")
+    print(format_table(daily_report(warehouse, day)))
+    print(f"\n{len(dag_ids) - len(failed)}/{len(dag_ids)} DAG runs succeeded in {time.monotonic() - started:.1f} s")
+    if bag.import_errors:
+        print(f"{len(bag.import_errors)} DAG file(s) failed to import (see above)", file=sys.stderr)
+    return 1 if failed or bag.import_errors else 0
+
+
+def _test_dags(bag, dag_ids: list[str], logical_date: datetime) -> list[str]:
+    """One dag.test() run per DAG; the ids of those that did not succeed."""
     failed = []
     for dag_id in dag_ids:
         dag = bag.get_dag(dag_id)
@@ -158,17 +175,85 @@ def _run_all(day: date, started: float) -> int:
         print(f"{dag_id:<28} {state:<8} {time.monotonic() - t0:6.1f} s")
         if state != "success":
             failed.append(dag_id)
+    return failed
 
-    # The same Connection the load tasks used (JSON or URI form, or any secrets backend).
-    connection = Connection.get_connection_from_secrets(WAREHOUSE_CONN_ID)
-    warehouse = Warehouse.from_airflow_connection(WAREHOUSE_CONN_ID, connection)
-    # The repr hides a password; the target itself may hold one.
-    print(f"\n{warehouse!r}, order date {day}:\n")
-    print(format_table(daily_report(warehouse, day)))
-    print(f"\n{len(dag_ids) - len(failed)}/{len(dag_ids)} DAG runs succeeded in {time.monotonic() - started:.1f} s")
-    if bag.import_errors:
-        print(f"{len(bag.import_errors)} DAG file(s) failed to import (see above)", file=sys.stderr)
-    return 1 if failed or bag.import_errors else 0
+
+@contextlib.contextmanager
+def task_logs_to_files():
+    """Each task that dag.test() runs writes its log where the UI's log reader looks for it.
+
+    dag.test() (Airflow 3.3.2) runs each task in-process through run_task_in_process, whose
+    task log goes to the console only; a worker's supervisor writes it as JSON lines of
+    structlog events to {base_log_folder}/{log_filename_template}. While a task runs, its
+    events go to that file too: the stdlib loggers' (ours: the loader's "rows loaded") from
+    INFO, Airflow's structlog events (the task runner's, e.g. a task's failure) at the level
+    the console shows. The console keeps its level."""
+    import logging
+
+    import structlog
+
+    from airflow.sdk.execution_time import supervisor
+
+    in_process = supervisor.run_task_in_process
+    current: list = []  # the running task's file logger: dag.test() runs one task at a time
+
+    def tee(_logger, method_name, event_dict):
+        if current:
+            level = {"exception": logging.ERROR}.get(method_name) or logging.getLevelNamesMapping().get(
+                method_name.upper(), logging.INFO)
+            current[0].log(level, **dict(event_dict))
+        return event_dict
+
+    def run_task_with_log_file(ti, task, client=None):
+        with _task_log_file(ti) as file_logger:
+            current.append(file_logger)
+            try:
+                return in_process(ti=ti, task=task, client=client)
+            finally:
+                current.clear()
+
+    processors = structlog.get_config()["processors"]
+    processors.insert(0, tee)  # in place: loggers already bound share this list
+    supervisor.run_task_in_process = run_task_with_log_file
+    try:
+        yield
+    finally:
+        supervisor.run_task_in_process = in_process
+        processors.remove(tee)
+
+
+@contextlib.contextmanager
+def _task_log_file(ti):
+    """A structlog logger writing the worker's JSON lines to ``ti``'s log file, and a stdlib
+    handler on the root logger feeding it while the block runs."""
+    import logging
+
+    import structlog
+
+    from airflow.sdk.log import init_log_file, logging_processors
+    from airflow.utils.helpers import log_filename_template_renderer
+
+    path = init_log_file(log_filename_template_renderer()(ti=ti))
+    with path.open("ab") as output:
+        file_logger = structlog.wrap_logger(
+            structlog.BytesLogger(output), processors=list(logging_processors(json_output=True)),
+            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG), logger_name="task")
+
+        class ToFile(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                extra = {"exc_info": record.exc_info} if record.exc_info else {}
+                file_logger.log(record.levelno, record.getMessage(), logger=record.name, **extra)
+
+        root = logging.getLogger()
+        handler, level = ToFile(logging.INFO), root.level
+        root.addHandler(handler)
+        # The console handler keeps its own level; the file gets INFO, as on a worker.
+        root.setLevel(min(level, logging.INFO))
+        try:
+            yield file_logger
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(level)
 
 
 # What `airflow standalone` starts (scheduler, API server, DAG processor, triggerer, their
