@@ -72,9 +72,12 @@ def _xcom(dag_run, task_id: str):
 
 
 def _events(category: str) -> list[AssetEvent]:
+    """The category's asset events for DAY (the session's metadata database is shared: other
+    test modules load other days of the same categories)."""
     with create_session() as session:
         asset = session.query(AssetModel).filter_by(name=f"category_{category}_loaded").one()
-        events = session.query(AssetEvent).filter_by(asset_id=asset.id).order_by(AssetEvent.id).all()
+        events = (session.query(AssetEvent).filter_by(asset_id=asset.id, partition_key=DAY.isoformat())
+                  .order_by(AssetEvent.id).all())
         session.expunge_all()
         return events
 
