@@ -18,6 +18,7 @@ from common import REPO, RESULTS, machine, table  # noqa: E402
 BENCHMARKS = [
     ("parse", "parse_bench.py", [], ["--sizes", "10", "100", "--repeat", "1"]),
     ("process", "process_bench.py", [], ["--quick"]),
+    ("peers", "peers_bench.py", [], ["--quick"]),
     ("staging", "staging_bench.py", [], ["--rows", "200000", "--repeat", "1"]),
     ("load", "load_bench.py", [], ["--rows", "200000"]),
     ("laptop", "laptop_bench.py", [], ["--repeat", "1"]),
