@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -103,3 +104,29 @@ def report(name: str, title: str, body: str) -> None:
     print(section, flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.md").write_text(section)
+
+
+def rounds(rows: int, names: tuple[str, ...], run_one, check, repeat: int) -> dict[str, dict]:
+    """``repeat`` rounds of every implementation in ``names`` on one input of ``rows`` rows,
+    the order rotated each round (to spread cache and noise); ``run_one(name)`` returns
+    (result, wall s, peak MiB), ``check(results)`` compares a round's outputs. Per name: rows/s
+    and the medians of work, CPU and wall seconds, and the largest peak."""
+    runs = {name: [] for name in names}
+    for i in range(repeat):
+        k = i % len(names)
+        results = {}
+        for name in names[k:] + names[:k]:
+            result, wall, peak = run_one(name)
+            results[name] = result
+            runs[name].append((result["seconds"], result["cpu"], wall, peak))
+            print(
+                f"{rows:>12,} {name:8} work {result['seconds']:6.2f} s  cpu {result['cpu']:6.2f} s  "
+                f"wall {wall:6.2f} s  peak {peak:6.0f} MiB",
+                flush=True,
+            )
+        check(results)
+    stats = {}
+    for name in names:
+        work, cpu, wall = (statistics.median(r[j] for r in runs[name]) for j in range(3))
+        stats[name] = {"rps": rows / work, "work": work, "cpu": cpu, "wall": wall, "peak": max(r[3] for r in runs[name])}
+    return stats

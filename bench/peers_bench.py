@@ -38,14 +38,13 @@ import importlib
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, measure, report, table, version  # noqa: E402
+from common import RESULTS, measure, report, rounds, table, version  # noqa: E402
 from process_bench import BAD_ROW_RATIO, CATEGORY, DAY, PRODUCTS, make_data, run_project  # noqa: E402
 
 GOAL_RATIO = 1.0  # project rows/s >= the fastest peer's
@@ -404,25 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     rows_out, per_size, loads = [], {}, []
     for rows in sizes:
         raw, catalog = make_data(rows)
-        runs = {name: [] for name in IMPLEMENTATIONS}
         loads.append(load_average())
-        for i in range(repeat):
-            k = i % len(IMPLEMENTATIONS)  # rotate the order: spread cache and noise
-            results = {}
-            for name in IMPLEMENTATIONS[k:] + IMPLEMENTATIONS[:k]:
-                result, wall, peak = run_child(name, raw, catalog)
-                results[name] = result
-                runs[name].append((result["seconds"], result["cpu"], wall, peak))
-                print(
-                    f"{rows:>12,} {name:8} work {result['seconds']:6.2f} s  cpu {result['cpu']:6.2f} s  "
-                    f"wall {wall:6.2f} s  peak {peak:6.0f} MiB",
-                    flush=True,
-                )
-            check_same_results(rows, {name: OUT / name for name in IMPLEMENTATIONS}, results)
-        stats = {}
-        for name in IMPLEMENTATIONS:
-            work, cpu, wall = (statistics.median(r[k] for r in runs[name]) for k in range(3))
-            stats[name] = {"rps": rows / work, "work": work, "cpu": cpu, "wall": wall, "peak": max(r[3] for r in runs[name])}
+        stats = rounds(
+            rows, IMPLEMENTATIONS, lambda name: run_child(name, raw, catalog),
+            lambda results: check_same_results(rows, {name: OUT / name for name in IMPLEMENTATIONS}, results),
+            repeat,
+        )
         fastest_peer = max(stats[name]["rps"] for name in PEERS)
         per_size[rows] = stats
         for name in IMPLEMENTATIONS:

@@ -25,14 +25,13 @@ import importlib
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, measure, report, table, version  # noqa: E402
+from common import RESULTS, measure, report, rounds, table, version  # noqa: E402
 
 GOAL_SPEEDUP = 5.0  # project rows/s >= 5x pandas
 GOAL_MEMORY_GROWTH = 1.5  # project peak RSS at the largest size <= 1.5x its peak at the smallest
@@ -59,14 +58,15 @@ PRELOAD = {
 }
 
 
-def run_project(raw: str, catalog: str, out: Path) -> dict:
+def run_project(raw: str, catalog: str, out: Path | str) -> dict:
+    """``out``: a folder or a URI root (s3://...: staging_bench)."""
     from category_pipeline import process
 
     start, cpu = time.perf_counter(), time.process_time()
     validated = process.validate(
-        raw, catalog, CATEGORY, DAY, str(out / "clean_orders.parquet"), str(out / "quarantine.parquet")
+        raw, catalog, CATEGORY, DAY, f"{out}/clean_orders.parquet", f"{out}/quarantine.parquet"
     )
-    metrics = process.compute_metrics(validated["clean_uri"], str(out / "metrics.parquet"))
+    metrics = process.compute_metrics(validated["clean_uri"], f"{out}/metrics.parquet")
     return {
         "seconds": time.perf_counter() - start,
         "cpu": time.process_time() - cpu,
@@ -244,25 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     for rows in sizes:
         raw, catalog = make_data(rows)
         repeat = 1 if args.quick else max(args.repeat, 5 if rows < 2_000_000 else 1)
-        runs = {name: [] for name in IMPLEMENTATIONS}
         loads.append(load_average())
-        for i in range(repeat):
-            order = IMPLEMENTATIONS if i % 2 == 0 else IMPLEMENTATIONS[::-1]  # spread cache and noise
-            results = {}
-            for name in order:
-                result, wall, peak = run_child(name, raw, catalog)
-                results[name] = result
-                runs[name].append((result["seconds"], result["cpu"], wall, peak))
-                print(
-                    f"{rows:>12,} {name:8} work {result['seconds']:6.2f} s  cpu {result['cpu']:6.2f} s  "
-                    f"wall {wall:6.2f} s  peak {peak:6.0f} MiB",
-                    flush=True,
-                )
-            check_same_results(rows, {name: OUT / name for name in IMPLEMENTATIONS}, results)
-        stats = {}
-        for name in IMPLEMENTATIONS:
-            work, cpu, wall = (statistics.median(r[k] for r in runs[name]) for k in range(3))
-            stats[name] = {"rps": rows / work, "work": work, "cpu": cpu, "wall": wall, "peak": max(r[3] for r in runs[name])}
+        stats = rounds(
+            rows, IMPLEMENTATIONS, lambda name: run_child(name, raw, catalog),
+            lambda results: check_same_results(rows, {name: OUT / name for name in IMPLEMENTATIONS}, results),
+            repeat,
+        )
         ratio = stats["project"]["rps"] / stats["pandas"]["rps"]
         cpu_ratio = stats["pandas"]["cpu"] / stats["project"]["cpu"]
         worst_ratio = min(worst_ratio, ratio)

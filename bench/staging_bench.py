@@ -47,6 +47,7 @@ from process_bench import (
     PRODUCTS,
     load_average,
     make_data,
+    run_project,
 )
 
 OUT = RESULTS / "staging-out"
@@ -61,27 +62,6 @@ REGION = "us-east-1"
 
 # Imported before the clock starts, for both: airflow.sdk is what reads the connection.
 PRELOAD = ["category_pipeline.process", "category_pipeline.object_store", "pyarrow.acero", "pandas", "airflow.sdk"]
-
-
-# --- the child: the process step once, on one storage (--run RAW CATALOG OUTROOT) ---------
-
-
-def run_process(raw: str, catalog: str, out: str) -> dict:
-    """What process_bench.run_project does, with URIs (an s3:// root is not a Path)."""
-    from category_pipeline import process
-
-    start, cpu = time.perf_counter(), time.process_time()
-    validated = process.validate(
-        raw, catalog, CATEGORY, DAY, f"{out}/clean_orders.parquet", f"{out}/quarantine.parquet"
-    )
-    metrics = process.compute_metrics(validated["clean_uri"], f"{out}/metrics.parquet")
-    return {
-        "seconds": time.perf_counter() - start,
-        "cpu": time.process_time() - cpu,
-        "clean_rows": validated["clean_rows"],
-        "quarantine_reasons": validated["quarantine_reasons"],
-        "metrics_rows": metrics["rows"],
-    }
 
 
 # --- the loopback store ----------------------------------------------------------------------
@@ -217,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.run:  # child mode: the process step once; its result as JSON on the last line
         for module in PRELOAD:
             importlib.import_module(module)
-        print(json.dumps(run_process(*args.run)))
+        print(json.dumps(run_project(*args.run)))
         return 0
 
     rows = args.rows
