@@ -138,3 +138,16 @@ def loopback_s3():
     server = LoopbackS3().start()
     yield server
     server.stop()
+
+
+def dag_bag_without_retries(folder: Path = DAGS):
+    """The DagBag of ``folder``, which must import cleanly, with every task's retries at 0: a
+    test run fails at the first error instead of waiting out retry delays."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=folder, safe_mode=True)
+    assert bag.import_errors == {}
+    for dag in bag.dags.values():
+        for task in dag.tasks:
+            task.retries = 0
+    return bag

@@ -15,14 +15,13 @@ from datetime import date, datetime, timezone
 
 import pyarrow.parquet as pq
 import pytest
-from airflow.dag_processing.dagbag import DagBag
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 
 from category_pipeline.config import load_categories
 from category_pipeline.k8s import WAREHOUSE_CONN_ID
-from tests.conftest import DAGS
+from tests.conftest import DAGS, dag_bag_without_retries
 
 DAY = date(2026, 11, 20)
 LOGICAL_DATE = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -32,12 +31,7 @@ CONN_ENV = f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}"
 
 @pytest.fixture(scope="module")
 def dags(airflow_db):
-    bag = DagBag(dag_folder=DAGS, safe_mode=True)
-    assert bag.import_errors == {}
-    for dag in bag.dags.values():
-        for task in dag.tasks:
-            task.retries = 0
-    return bag.dags
+    return dag_bag_without_retries().dags
 
 
 class SqliteWarehouse:

@@ -22,25 +22,20 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+from tests.support.airflow_server import ApiServer, ApiServerFailed, request
 from tests.support.helm import REPO, render_official, unavailable
-from tests.support.ports import free_port
 
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 # The user createUserJob.args create (values.yaml).
 ADMIN_USERNAME = "admin"
-API_SERVER_START_TIMEOUT = 120  # seconds; it answers after ~10 s here
 COMMAND_TIMEOUT = 300
 
 
@@ -207,72 +202,24 @@ def test_create_user_job_creates_the_admin(installation, rendered):
 # --- logging in through the real api-server ------------------------------------------------
 
 
-def _request(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, object]:
-    headers = {"Accept": "application/json"}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
-
-
-def _wait_until_answering(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + API_SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"airflow api-server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"airflow api-server did not answer {url} within {API_SERVER_START_TIMEOUT}s:\n{log.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="module")
 def api_server(installation, rendered):
     """The api-server Deployment's rendered command on a free loopback port; its base URL."""
     container = _container(_one(rendered, "Deployment", "api-server"), "api-server")
-    port = free_port()
-    env = installation.env(container)
-    env.update({"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__WORKERS": "1"})
-    log = installation.home / "api-server.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            _argv(container), env=env, cwd=installation.home, stdin=subprocess.DEVNULL,
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    server = ApiServer(_argv(container), installation.env(container), installation.home,
+                       installation.home / "api-server.log")
     try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_until_answering(f"{base}/api/v2/monitor/health", process, log)
-        yield base
+        server.start()
+    except ApiServerFailed as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server.base
     finally:
-        # Its own session: the group is this server and whatever it started.
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        server.stop()
 
 
 def _token(base: str, username: str, password: str) -> tuple[int, object]:
-    return _request("POST", f"{base}/auth/token", {"username": username, "password": password})
+    return request("POST", f"{base}/auth/token", {"username": username, "password": password})
 
 
 def test_admin_logs_in_with_the_secret_password(api_server, installation):
@@ -282,14 +229,14 @@ def test_admin_logs_in_with_the_secret_password(api_server, installation):
     assert token
 
     # The token is what authenticates: the same endpoint refuses a request without one.
-    status, _ = _request("GET", f"{api_server}/api/v2/dags")
+    status, _ = request("GET", f"{api_server}/api/v2/dags")
     assert status in (401, 403)
-    status, dags = _request("GET", f"{api_server}/api/v2/dags", token=token)
+    status, dags = request("GET", f"{api_server}/api/v2/dags", token=token)
     assert status == 200, (status, dags)
     assert dags["total_entries"] == 0
 
     # And it carries the Admin role: reading users is an Admin-only FAB permission.
-    status, user = _request("GET", f"{api_server}/auth/fab/v1/users/{ADMIN_USERNAME}", token=token)
+    status, user = request("GET", f"{api_server}/auth/fab/v1/users/{ADMIN_USERNAME}", token=token)
     assert status == 200, (status, user)
     assert [role["name"] for role in user["roles"]] == ["Admin"]
 

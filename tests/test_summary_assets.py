@@ -16,14 +16,14 @@ import sqlite3
 from datetime import date, datetime, timezone
 
 import pytest
-from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+from airflow.dag_processing.dagbag import sync_bag_to_db
 from airflow.models.asset import AssetEvent, AssetModel, AssetPartitionDagRun, PartitionedAssetKeyLog
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 
 from category_pipeline import summary
 from category_pipeline.k8s import WAREHOUSE_CONN_ID
-from tests.conftest import DAGS
+from tests.conftest import dag_bag_without_retries
 
 DAY = date(2026, 11, 21)
 LOGICAL_DATE = datetime(2026, 11, 21, tzinfo=timezone.utc)
@@ -32,11 +32,7 @@ SUMMARY = "advanced_data_pipeline"
 
 @pytest.fixture(scope="module")
 def dags(airflow_db):
-    bag = DagBag(dag_folder=DAGS, safe_mode=True)
-    assert bag.import_errors == {}
-    for dag in bag.dags.values():
-        for task in dag.tasks:
-            task.retries = 0
+    bag = dag_bag_without_retries()
     # What the DAG processor does: the summary's asset schedule is known to the metadata DB.
     from airflow.dag_processing.bundles.manager import DagBundlesManager
 
