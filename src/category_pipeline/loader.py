@@ -1,25 +1,34 @@
 """Load staged datasets into warehouse tables, one partition at a time.
 
 A load is
-- idempotent: the partition (e.g. category + order date) is deleted and re-inserted, so a
-  rerun replaces it instead of duplicating it;
+- idempotent: the partition (e.g. category + order date) is replaced, so a rerun replaces
+  it instead of duplicating it. On PostgreSQL a partition is a table of its own (native
+  partitioning, see ``partitions``): the new rows go into a new table that is swapped in
+  for the old one. On SQLite (and in PostgreSQL tables made before partitioning) its rows
+  are deleted and the new ones inserted;
 - atomic: every table of one call is replaced in a single transaction, so a failure or a
   kill mid-load leaves the warehouse exactly as it was (on PostgreSQL, a first load creates
-  the missing tables in a short transaction of their own: a failed first load may leave
-  them, empty);
+  the missing tables and partition levels in a short transaction of their own: a failed
+  first load may leave them, empty);
 - safe under concurrency: loads of one partition queue up (a lock per table and
   partition), and concurrent first loads into an empty warehouse create each table once
   (PostgreSQL: an advisory lock around CREATE TABLE; SQLite: one writer at a time);
 - bounded: every wait on the warehouse has a timeout (see ``Warehouse``); a lock wait that
   runs out says which table and partition it waited for;
 - bulk: PostgreSQL gets a binary COPY, encoded from Arrow with vectorised kernels and
-  streamed batch by batch from Parquet.
+  streamed batch by batch from Parquet, into a table without index; its primary key is
+  built after the copy, in one sort.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import random
+import secrets
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
@@ -31,7 +40,14 @@ from category_pipeline import metrics
 from category_pipeline.pg_copy import COPY_HEADER, COPY_TRAILER, encode_rows
 from category_pipeline.schema import WAREHOUSE_TABLES, WarehouseTable
 from category_pipeline.storage import BATCH_ROWS, read_batches, read_schema
-from category_pipeline.warehouse import Warehouse, WarehouseTimeout, create_table_sql, sqlite_locked
+from category_pipeline.warehouse import (
+    Warehouse,
+    WarehouseTimeout,
+    milliseconds,
+    column_definitions,
+    create_table_sql,
+    sqlite_locked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +62,7 @@ CREATE_TABLES_LOCK = "category_pipeline:create_tables"
 # SQLSTATEs of PostgreSQL's bounded waits.
 _LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout
 _QUERY_CANCELED = "57014"  # statement_timeout (or a cancel request)
+_UNIQUE_VIOLATION = "23505"
 
 
 class LoadError(ValueError):
@@ -84,27 +101,34 @@ def _load_partition(
 
     connection = warehouse.connect()
     try:
+        swapped = set()
         if warehouse.dialect == "postgres":
-            _create_missing_tables_postgres(warehouse, connection, tables)
+            swapped = _prepare_tables_postgres(warehouse, connection, tables, values)
         _begin(warehouse, connection)
-        result = {}
+        result, staged = {}, {}
         for table in tables:
             with _explained_waits(warehouse, table, values[table.name]):
                 if warehouse.dialect == "sqlite":  # inside BEGIN IMMEDIATE: one writer at a time
                     connection.execute(create_table_sql(warehouse.dialect, table))
                 _lock_partition(warehouse, connection, table, values[table.name])
-                replaced = _delete_partition(warehouse, connection, table, values[table.name])
-                if warehouse.dialect == "postgres":
-                    batches = _checked_batches(table, datasets[table.name], values[table.name], COPY_BATCH_ROWS)
-                    loaded = _copy_postgres(connection, table, batches)
+                if table.name in swapped:
+                    staged[table.name], loaded, replaced = _stage_postgres(
+                        connection, table, datasets[table.name], values[table.name]
+                    )
                 else:
-                    batches = _checked_batches(table, datasets[table.name], values[table.name])
-                    loaded = _insert_sqlite(connection, table, batches)
+                    replaced = _delete_partition(warehouse, connection, table, values[table.name])
+                    loaded = _bulk_insert(warehouse, connection, table, datasets[table.name], values[table.name])
             result[table.name] = {"loaded": loaded, "replaced": replaced}
             log.info(
                 "%s: %d rows loaded, %d replaced, partition %s",
                 table.name, loaded, replaced, describe_partition(values[table.name]),
             )
+        # Every swap at the end, in table order: the parents' locks are held for the
+        # milliseconds before commit, never across another table's copy.
+        for table in tables:
+            if table.name in staged:
+                with _explained_waits(warehouse, table, values[table.name]):
+                    _swap_postgres(warehouse, connection, table, values[table.name], staged[table.name])
         _commit(warehouse, connection)
         return {name: result[name] for name in datasets}
     except BaseException:
@@ -119,37 +143,162 @@ def describe_partition(values: Mapping[str, pa.Scalar]) -> str:
     return ", ".join(f"{name}={value.as_py()}" for name, value in values.items())
 
 
-def _create_missing_tables_postgres(warehouse: Warehouse, connection, tables: list[WarehouseTable]) -> None:
-    """Create the tables that do not exist yet, in a short transaction of their own.
+def _prepare_tables_postgres(
+    warehouse: Warehouse, connection, tables: list[WarehouseTable], values: Mapping[str, Mapping[str, pa.Scalar]]
+) -> set[str]:
+    """Create what the load needs and does not exist yet: the tables (partitioned, see
+    ``partitions``) and the partitioned levels above the leaf (e.g. the category's), in a
+    short transaction of their own. Returns the tables loaded by a swap: all but tables
+    created before partitioning (plain tables), which keep DELETE + COPY.
 
     Two concurrent CREATE TABLE IF NOT EXISTS of one name both pass the existence check and
     one fails on the catalog's unique index (pg_type_typname_nsp_index): creation is
-    serialised by a transaction-level advisory lock on a fixed key, under which IF NOT
-    EXISTS sees a table committed by the load that held the lock before. Committed at once
-    so the lock is held for milliseconds, not for a whole first load; loads into existing
-    tables (all but the first) do not take it at all."""
-    missing = [
-        table for table in tables
-        if connection.execute("SELECT to_regclass(%s)", [table.name]).fetchone()[0] is None
-    ]
+    serialised by a transaction-level advisory lock on a fixed key, under which the checks
+    see what the load that held the lock before committed. Committed at once so the lock is
+    held for milliseconds, not for a whole load; loads whose tables and levels exist (all
+    but a category's or a day's first) do not take it at all."""
+    from category_pipeline import partitions
+
     try:
+        kinds = {table.name: _relkind(connection, table.name) for table in tables}
+        missing = []  # (table, depth) of each level to create, root first
+        for table in tables:
+            if kinds[table.name] == "r":
+                continue
+            for depth, level in enumerate(partitions.levels(table, values[table.name])):
+                if (kinds[table.name] if depth == 0 else _relkind(connection, level.name)) is None:
+                    missing.append((table, depth))
         if missing:
-            try:
-                _advisory_xact_lock(connection, CREATE_TABLES_LOCK)
-            except Exception as exc:
-                if getattr(exc, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
-                    raise WarehouseTimeout(
-                        f"{', '.join(t.name for t in missing)}: gave up after waiting "
-                        f"{warehouse.lock_timeout:g} s (lock_timeout) for the table-creation lock, "
-                        f"held by another load creating tables in {warehouse.address}"
-                    ) from exc
-                raise
-            for table in missing:
-                connection.execute(create_table_sql(warehouse.dialect, table))
+            _take_create_tables_lock(warehouse, connection, [table for table, _ in missing])
+            for table, depth in missing:
+                _create_level(connection, table, values[table.name], depth)
         connection.commit()
     except BaseException:
         _rollback(warehouse, connection)
         raise
+    return {table.name for table in tables if kinds[table.name] != "r"}
+
+
+def _relkind(connection, name: str) -> str | None:
+    """``p`` partitioned table, ``r`` plain table, None: no such relation."""
+    row = connection.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", [name]).fetchone()
+    return row[0] if row else None
+
+
+def _take_create_tables_lock(warehouse: Warehouse, connection, tables: list[WarehouseTable]) -> None:
+    try:
+        _advisory_xact_lock(connection, CREATE_TABLES_LOCK)
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            raise WarehouseTimeout(
+                f"{', '.join(sorted({t.name for t in tables}))}: gave up after waiting "
+                f"{warehouse.lock_timeout:g} s (lock_timeout) for the table-creation lock, "
+                f"held by another load creating tables in {warehouse.address}"
+            ) from exc
+        raise
+
+
+def _create_level(connection, table: WarehouseTable, values: Mapping[str, pa.Scalar], depth: int) -> None:
+    """Create level ``depth`` of the table's partition tree unless the load that held the
+    creation lock before created it: the table itself (0), or a partitioned child of the
+    level above, created standalone and attached (ATTACH takes a weaker lock on the parent
+    than CREATE TABLE ... PARTITION OF, so readers of the table never wait for it)."""
+    from psycopg import sql
+
+    from category_pipeline import partitions
+
+    level = partitions.levels(table, values)[depth]
+    if _relkind(connection, level.name) is not None:
+        return
+    if depth == 0:
+        connection.execute(sql.SQL("{} {}").format(
+            sql.SQL(create_table_sql("postgres", table)), partitions.partition_clause(table)))
+        return
+    parent = partitions.levels(table, values)[depth - 1].name
+    connection.execute(sql.SQL("CREATE TABLE {} ({}) {}").format(
+        sql.Identifier(level.name), sql.SQL(column_definitions("postgres", table)),
+        partitions.partition_clause(table, depth)))
+    connection.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} {}").format(
+        sql.Identifier(parent), sql.Identifier(level.name), partitions.bounds(table, values, depth)))
+
+
+def _stage_postgres(connection, table: WarehouseTable, uri: str, values: Mapping[str, pa.Scalar]) -> tuple[str, int, int]:
+    """Copy the dataset into a new table beside the leaf, with its primary key and bounds
+    built after the copy. Returns the new table, the rows loaded and the rows of the leaf it
+    will replace."""
+    from psycopg import sql
+
+    from category_pipeline import partitions
+
+    leaf = partitions.leaf_name(table, values)
+    staging = f"{leaf}_{secrets.token_hex(4)}"
+    connection.execute(sql.SQL("CREATE TABLE {} ({})").format(
+        sql.Identifier(staging), sql.SQL(column_definitions("postgres", table))))
+    batches = _checked_batches(table, uri, values, COPY_BATCH_ROWS)
+    loaded = _copy_postgres(connection, dataclasses.replace(table, name=staging), batches)
+    with _duplicate_keys_named(table, uri):
+        connection.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
+            sql.Identifier(staging), sql.Identifier(f"{staging}_pk"),
+            sql.SQL(", ").join(map(sql.Identifier, table.primary_key))))
+    connection.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT partition_bounds {}").format(
+        sql.Identifier(staging), partitions.check_constraint(table, values)))
+    replaced = 0
+    if _relkind(connection, leaf) is not None:
+        replaced = connection.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(leaf))).fetchone()[0]
+    return staging, loaded, replaced
+
+
+def _swap_postgres(
+    warehouse: Warehouse, connection, table: WarehouseTable, values: Mapping[str, pa.Scalar], staging: str
+) -> None:
+    """Put the staged table in place of the leaf: detach and drop the old leaf (if any),
+    rename the new one to the leaf's name and attach it to the leaf's parent.
+
+    The parent's lock is asked for in slices of ``SWAP_SLICE`` seconds with a step back in
+    between (a savepoint), until the load's lock_timeout: while an ACCESS EXCLUSIVE request
+    waits, every new query of the parent queues behind it, so a long report on the
+    category must not stall all others for minutes."""
+    from psycopg import sql
+
+    from category_pipeline import partitions
+
+    leaf = partitions.leaf_name(table, values)
+    parent = partitions.levels(table, values)[-1].name
+    steps = []
+    if _relkind(connection, leaf) is not None:
+        steps += [
+            sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(parent), sql.Identifier(leaf)),
+            sql.SQL("DROP TABLE {}").format(sql.Identifier(leaf)),
+        ]
+    steps += [
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(leaf)),
+        sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(f"{staging}_pk"), sql.Identifier(f"{leaf}_pkey")),
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} {}").format(
+            sql.Identifier(parent), sql.Identifier(leaf), partitions.bounds(table, values, len(table.partition_by))),
+    ]
+    deadline = time.monotonic() + warehouse.lock_timeout if warehouse.lock_timeout else math.inf
+    while True:
+        wait = min(partitions.SWAP_SLICE, max(deadline - time.monotonic(), 0.001))
+        connection.execute("SAVEPOINT swap")
+        connection.execute(f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}")
+        try:
+            for step in steps:
+                connection.execute(step)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            connection.execute("ROLLBACK TO SAVEPOINT swap")
+            if time.monotonic() >= deadline:
+                raise WarehouseTimeout(
+                    f"{table.name}: gave up after waiting {warehouse.lock_timeout:g} s (lock_timeout) for the lock "
+                    f"of partition {describe_partition(values)} of table {table.name} (to swap in the new rows): "
+                    f"another transaction on {parent} (a load, a query or an uncommitted change) still holds it"
+                ) from exc
+            time.sleep(random.uniform(0.02, 0.1))  # then ask again, after the queue behind us moved on
+            continue
+        connection.execute("RELEASE SAVEPOINT swap")
+        connection.execute(f"SET LOCAL lock_timeout = {milliseconds(warehouse.lock_timeout)}")
+        return
 
 
 @contextmanager
@@ -265,6 +414,33 @@ def _delete_partition(warehouse: Warehouse, connection, table: WarehouseTable, v
     clause, params = _where(warehouse.dialect, values)
     cursor = connection.execute(f"DELETE FROM {table.name} WHERE {clause}", params)
     return max(cursor.rowcount, 0)
+
+
+def _bulk_insert(warehouse: Warehouse, connection, table: WarehouseTable, uri: str, values) -> int:
+    """Into a plain table: PostgreSQL's binary COPY, or SQLite's INSERTs."""
+    with _duplicate_keys_named(table, uri):
+        if warehouse.dialect == "postgres":
+            return _copy_postgres(connection, table, _checked_batches(table, uri, values, COPY_BATCH_ROWS))
+        return _insert_sqlite(connection, table, _checked_batches(table, uri, values))
+
+
+@contextmanager
+def _duplicate_keys_named(table: WarehouseTable, uri: str):
+    """A primary key twice in the dataset is bad data: a ``LoadError`` naming the dataset,
+    the table and the key (not a retry)."""
+    try:
+        yield
+    except Exception as exc:
+        duplicated = getattr(exc, "sqlstate", None) == _UNIQUE_VIOLATION or (
+            isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
+        )
+        if not duplicated:
+            raise
+        detail = getattr(getattr(exc, "diag", None), "message_detail", None) or str(exc)
+        raise LoadError(
+            f"dataset {uri} holds two rows with one primary key ({', '.join(table.primary_key)}) "
+            f"of table {table.name}: {detail}"
+        ) from exc
 
 
 def _copy_postgres(connection, table: WarehouseTable, batches: Iterator[pa.RecordBatch]) -> int:

@@ -185,8 +185,8 @@ class Warehouse:
             ) from exc
         try:
             # Session settings, outside any transaction so that no rollback undoes them.
-            connection.execute(f"SET lock_timeout = {_milliseconds(self.lock_timeout)}")
-            connection.execute(f"SET statement_timeout = {_milliseconds(self.statement_timeout)}")
+            connection.execute(f"SET lock_timeout = {milliseconds(self.lock_timeout)}")
+            connection.execute(f"SET statement_timeout = {milliseconds(self.statement_timeout)}")
             connection.autocommit = False
         except BaseException:
             connection.close()
@@ -270,17 +270,29 @@ def _extras_of(connection) -> Mapping | str | None:
     return extras if isinstance(extras, Mapping) and extras else getattr(connection, "extra", None)
 
 
-def _milliseconds(seconds: float) -> int:
+def milliseconds(seconds: float) -> int:
     """PostgreSQL's timeout settings count milliseconds; 0 means no limit. A positive
     value never rounds down to 0 (which would mean no limit)."""
     return max(1, round(seconds * 1000)) if seconds else 0
 
 
-def create_table_sql(dialect: str, table: WarehouseTable) -> str:
+def column_definitions(dialect: str, table: WarehouseTable) -> str:
+    """The columns of the table's DDL, the primary key's NOT NULL (a partition attached
+    to a table must have its parent's NOT NULL constraints)."""
     types = POSTGRES_TYPES if dialect == "postgres" else SQLITE_TYPES
-    columns = [f"{field.name} {types[field.type]}" for field in table.schema]
-    columns.append(f"PRIMARY KEY ({', '.join(table.primary_key)})")
-    return f"CREATE TABLE IF NOT EXISTS {table.name} ({', '.join(columns)})"
+    return ", ".join(
+        f"{field.name} {types[field.type]}" + (" NOT NULL" if field.name in table.primary_key else "")
+        for field in table.schema
+    )
+
+
+def create_table_sql(dialect: str, table: WarehouseTable) -> str:
+    """CREATE TABLE IF NOT EXISTS of a plain table, primary key included (on PostgreSQL the
+    loader makes it partitioned, see ``partitions``)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table.name} ({column_definitions(dialect, table)}, "
+        f"PRIMARY KEY ({', '.join(table.primary_key)}))"
+    )
 
 
 def _redact(uri: str) -> str:
