@@ -69,8 +69,8 @@ test-kind: venv ## The kind integration suite: the platform on a fresh kind clus
 	@$(VENV_BIN)/python -m tests.kind.preflight
 	$(WITH_VENV) $(WITH_TOOLS) AIRFLOW_CHART_PULL=1 $(VENV_BIN)/python -m pytest -m kind tests/kind $(ARGS)
 
-bench: venv $(VENV)/.bench-installed ## Benchmarks (bench/): parse, process vs peers, staging, load vs ADBC, laptop, categories, k8s cost, image; writes BENCHMARKS.md (QUICK=1: under 3 min)
-	$(WITH_VENV) $(VENV_BIN)/python bench/run.py $(if $(QUICK),--quick)
+bench: venv chart-pull $(VENV)/.bench-installed ## Benchmarks (bench/): parse, process vs peers, staging, load vs ADBC, laptop, categories, k8s cost, image; writes BENCHMARKS.md (QUICK=1: under 3 min)
+	$(WITH_VENV) $(WITH_TOOLS) AIRFLOW_CHART_DIR=$(AIRFLOW_CHART_DIR) $(VENV_BIN)/python bench/run.py $(if $(QUICK),--quick)
 
 $(VENV)/.bench-installed: bench/requirements.txt requirements.lock | $(STAMP)
 	$(PIP) install -q -r bench/requirements.txt -c requirements.lock

@@ -16,12 +16,14 @@ from common import REPO, RESULTS, machine, table  # noqa: E402
 
 # (result name, script, full arguments, quick arguments)
 BENCHMARKS = [
-    ("parse", "parse_bench.py", [], ["--sizes", "10", "100", "--repeat", "1"]),
+    ("parse", "parse_bench.py", [], ["--sizes", "10", "--repeat", "1"]),
     ("process", "process_bench.py", [], ["--quick"]),
     ("peers", "peers_bench.py", [], ["--quick"]),
     ("staging", "staging_bench.py", [], ["--rows", "200000", "--repeat", "1"]),
-    ("load", "load_bench.py", [], ["--rows", "200000"]),
+    ("load", "load_bench.py", [], ["--rows", "100000", "--repeat", "1"]),
     ("laptop", "laptop_bench.py", [], ["--repeat", "1"]),
+    ("categories", "categories_bench.py", [], ["--quick"]),
+    ("k8s_cost", "k8s_cost_estimate.py", [], ["--quick"]),
     ("image", "image_bench.py", [], []),
 ]
 

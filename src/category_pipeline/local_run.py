@@ -143,7 +143,7 @@ def _run_all(day: date, started: float) -> int:
         print(f"IMPORT ERROR in {Path(path).name}:\n{error}", file=sys.stderr)
     dag_ids = sorted(d for d in bag.dag_ids if d.startswith("category_")) + ["advanced_data_pipeline"]
     logical_date = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
-    with task_logs_to_files():
+    with task_logs_to_files(), dag_bundle_parsed_once():
         failed = _test_dags(bag, dag_ids, logical_date)
 
     # The same Connection the load tasks used (JSON or URI form, or any secrets backend).
@@ -176,6 +176,42 @@ def _test_dags(bag, dag_ids: list[str], logical_date: datetime) -> list[str]:
         if state != "success":
             failed.append(dag_id)
     return failed
+
+
+@contextlib.contextmanager
+def dag_bundle_parsed_once():
+    """Each dag.test() parses the DAG folder and writes its DAGs to the metadata DB once per
+    `make run`, not once per DAG run.
+
+    dag.test() (Airflow 3.3.2) parses the whole bundle and syncs every DAG of it on each call
+    (apache/airflow#64884: so that sibling DAGs exist): with N categories, N runs each parse
+    and write N+ DAGs, and a run's overhead grows with N (100 categories: a median run of
+    2.6 s instead of 0.7 s, 85% of it in that sync). The files do not change while `make run`
+    runs: the first call parses and syncs as Airflow does; later calls get the same bag,
+    already written (the sync is idempotent per DAG, it only costs)."""
+    from airflow.dag_processing import dagbag
+
+    parse, sync = dagbag.BundleDagBag, dagbag.sync_bag_to_db
+    parsed: dict[str, object] = {}
+    synced: list = []  # the bags already written (kept alive here: compared by identity)
+
+    def parse_once(*args, **kwargs):
+        key = repr((args, sorted(kwargs.items())))
+        if key not in parsed:
+            parsed[key] = parse(*args, **kwargs)
+        return parsed[key]
+
+    def sync_once(bag, *args, **kwargs):
+        if not any(bag is done for done in synced):
+            sync(bag, *args, **kwargs)
+            synced.append(bag)
+
+    # dag.test() imports both from the module on each call: patching the module reaches it.
+    dagbag.BundleDagBag, dagbag.sync_bag_to_db = parse_once, sync_once
+    try:
+        yield
+    finally:
+        dagbag.BundleDagBag, dagbag.sync_bag_to_db = parse, sync
 
 
 @contextlib.contextmanager
