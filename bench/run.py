@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +29,21 @@ BENCHMARKS = [
 ]
 
 
+VERDICT = re.compile(r"goal (met|missed|partly met)", re.IGNORECASE)
+
+
+def goals_at_a_glance(sections: list[str]) -> str:
+    """One row per verdict line of every section: the section's title and the line."""
+    rows = []
+    for section in sections:
+        title = section.splitlines()[0].lstrip("# ").strip()
+        for line in section.splitlines():
+            if VERDICT.search(line):
+                text = re.sub(r"^[-*\s]*(\*\*)?(Verdicts?:?)?(\*\*)?:?\s*", "", line.strip()).replace("**", "")
+                rows.append([title, text.strip()])
+    return table(["benchmark", "verdict"], rows) if rows else "No verdicts (every benchmark failed?).\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -46,11 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sections.append(section.read_text())
             section.unlink()
+    header_goals = goals_at_a_glance(sections)
     header = (
         "# Benchmarks\n\n"
         f"Made by `make bench`{' (--quick: reduced sizes)' if args.quick else ''}. Every comparison runs side "
         "by side in one run, so the ratios matter more than the absolute times (the machine is shared).\n\n"
         + table(["", ""], [[k, v] for k, v in facts.items()])
+        + "\n\n## Goals at a glance\n\nEvery verdict of the sections below, as they state it (details and the why there).\n\n"
+        + header_goals
         + "\n"
     )
     (REPO / "BENCHMARKS.md").write_text(header + "\n" + "\n".join(sections))
