@@ -146,3 +146,31 @@ def test_a_waiting_swap_does_not_stall_other_readers(tmp_path, postgres_warehous
     with psycopg.connect(postgres_warehouse.target) as connection:
         assert connection.execute("SELECT count(*), sum(amount) > 0 FROM orders").fetchone() == (300, True)
     assert load_partition(warehouse, {"orders": new}, _partition()) == {"orders": {"loaded": 100, "replaced": 300}}
+
+
+@pytest.mark.parametrize("day", [date(1, 1, 1), date(9999, 12, 31)], ids=["first date", "last date"])
+def test_the_first_and_last_dates_get_partitions(tmp_path, postgres_warehouse, day):
+    """Python's last date has no next day: its leaf is bounded by MAXVALUE instead."""
+    for price in (1.0, 2.0):  # a load, then a reload
+        uri = _stage_orders(tmp_path, "home", day, 20, price)
+        result = load_partition(postgres_warehouse, {"orders": uri}, _partition("home", day))
+    assert result == {"orders": {"loaded": 20, "replaced": 20}}
+    assert _normalized(postgres_warehouse, "orders") == _staged_rows(uri, "orders")
+
+
+def test_a_null_partition_value_is_refused_naming_it(tmp_path, postgres_warehouse):
+    from category_pipeline.loader import LoadError
+
+    with pytest.raises(LoadError, match=r"partition value category=None: a partition needs a value"):
+        load_partition(postgres_warehouse, {"orders": _stage_orders(tmp_path, "home", DAY, 10)},
+                       {"category": None, "order_date": DAY.isoformat()})
+    assert "orders" not in _relations(postgres_warehouse)
+
+
+def test_a_view_in_place_of_a_table_is_refused_naming_it(tmp_path, postgres_warehouse):
+    from category_pipeline.loader import LoadError
+
+    with psycopg.connect(postgres_warehouse.target, autocommit=True) as connection:
+        connection.execute("CREATE VIEW orders AS SELECT 1 AS one")
+    with pytest.raises(LoadError, match=r"orders in the warehouse is not a table \(pg_class.relkind 'v'"):
+        load_partition(postgres_warehouse, {"orders": _stage_orders(tmp_path, "home", DAY, 10)}, _partition())

@@ -161,6 +161,9 @@ def _prepare_tables_postgres(
 
     try:
         kinds = {table.name: _relkind(connection, table.name) for table in tables}
+        for name, kind in kinds.items():
+            if kind not in (None, "p", "r"):
+                raise LoadError(f"{name} in the warehouse is not a table (pg_class.relkind {kind!r}, e.g. a view)")
         missing = []  # (table, depth) of each level to create, root first
         for table in tables:
             if kinds[table.name] == "r":
@@ -357,6 +360,8 @@ def _partition_values(table: WarehouseTable, partition: Mapping[str, object]) ->
     for name in table.partition_by:
         field = table.schema.field(name)
         raw = partition[name]
+        if raw is None:  # no row can be in it (a key column), and a NULL bound is no partition
+            raise LoadError(f"partition value {name}=None: a partition needs a value for every column")
         try:
             if field.type == pa.date32():
                 # Only a date or an ISO string: Arrow would also take an int as days since 1970.

@@ -28,7 +28,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pyarrow as pa
 from psycopg import sql
@@ -86,8 +86,13 @@ def bounds(table: WarehouseTable, values: Mapping[str, pa.Scalar], depth: int) -
     column = table.partition_by[depth - 1]
     value = values[column].as_py()
     if depth == len(table.partition_by):
-        return sql.SQL("FOR VALUES FROM ({}) TO ({})").format(sql.Literal(value), sql.Literal(value + timedelta(days=1)))
+        return sql.SQL("FOR VALUES FROM ({}) TO ({})").format(sql.Literal(value), _day_after(value))
     return sql.SQL("FOR VALUES IN ({})").format(sql.Literal(value))
+
+
+def _day_after(day: date) -> sql.Composable:
+    """The day's upper bound; Python's last date has no next day, PostgreSQL's range does."""
+    return sql.SQL("MAXVALUE") if day == date.max else sql.Literal(day + timedelta(days=1))
 
 
 def check_constraint(table: WarehouseTable, values: Mapping[str, pa.Scalar]) -> sql.Composable:
@@ -100,7 +105,8 @@ def check_constraint(table: WarehouseTable, values: Mapping[str, pa.Scalar]) -> 
     ]
     day = values[last].as_py()
     terms.append(sql.SQL("{} >= {}").format(sql.Identifier(last), sql.Literal(day)))
-    terms.append(sql.SQL("{} < {}").format(sql.Identifier(last), sql.Literal(day + timedelta(days=1))))
+    if day != date.max:
+        terms.append(sql.SQL("{} < {}").format(sql.Identifier(last), _day_after(day)))
     return sql.SQL("CHECK ({})").format(sql.SQL(" AND ").join(terms))
 
 
