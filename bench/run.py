@@ -25,7 +25,7 @@ BENCHMARKS = [
     ("laptop", "laptop_bench.py", [], ["--repeat", "1"]),
     ("categories", "categories_bench.py", [], ["--quick"]),
     ("k8s_cost", "k8s_cost_estimate.py", [], ["--quick"]),
-    ("image", "image_bench.py", [], []),
+    ("image", "image_bench.py", [], ["--quick"]),
 ]
 
 
