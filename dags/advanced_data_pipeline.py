@@ -14,7 +14,10 @@ never duplicates.
 `category_<name>_loaded` with the loaded order date (event extra `order_date`, and partition key
 D). This DAG is scheduled on *any* of those assets, partition-aware
 (`PartitionedAssetTimetable`): every category load of day D makes one run for D, whose
-**partition key** is D (shown in the UI). Loads of D that arrive before the run starts share it.
+**partition key** is D (shown in the UI). Loads of D share a run only until the scheduler
+creates it (its next loop, about a second): a later load of D makes a new run, queued behind
+the running one, even if that one has not started yet. With many categories that is up to one
+run per category and day (see BENCHMARKS.md, "Cost of a category run on Kubernetes").
 So:
 - the first category loaded for D gives a summary of D at once (with the categories loaded so far;
   the task log of `processing_tasks.transform` names those not loaded yet);
