@@ -61,7 +61,7 @@ except CategoryFileError:
     # (its runs summarise nothing and fail, saying so) instead of vanishing with it.
     CATEGORIES, ALERTS = (), Alerts()
 CATEGORY_NAMES = [c.name for c in CATEGORIES]
-SUMMARY_ASSET = Asset(name="daily_sales_summary", uri="warehouse://daily_sales_summary", group="summary")
+SUMMARY_ASSET = Asset(name="daily_sales_summary", uri="x-warehouse://daily_sales_summary", group="summary")
 
 # Any category load of day D -> a run for D (partition key D, the default identity mapping).
 # With no category there is nothing to follow: manual runs only.
