@@ -48,6 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, measure, report, rounds, table, version  # noqa: E402
+import process_bench  # noqa: E402
 from process_bench import BAD_ROW_RATIO, CATEGORY, DAY, PRODUCTS, make_data, run_project  # noqa: E402
 
 GOAL_RATIO = 1.0  # project rows/s >= the fastest peer's
@@ -295,61 +296,9 @@ def _plain(schema):
     return pa.schema([pa.field(f.name, plain(f.type)) for f in schema])
 
 
-def _clean_order_ids(out: Path):
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    ids = pq.read_table(out / "clean_orders.parquet", columns=["order_id"]).column(0)
-    ids = pc.cast(ids, pa.string()).combine_chunks()
-    return ids.take(pc.sort_indices(ids))
-
-
 def check_same_results(rows: int, outputs: dict[str, Path], results: dict[str, dict]) -> None:
     """Fail loudly unless every peer computed what the project computed."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from category_pipeline.schema import CLEAN_ORDERS, PRODUCT_METRICS, QUARANTINE
-
-    problems = []
-    metrics, reasons, clean_rows = {}, {}, {}
-    for name, out in outputs.items():
-        for file, schema in (("clean_orders", CLEAN_ORDERS), ("quarantine", QUARANTINE), ("metrics", PRODUCT_METRICS)):
-            written = _plain(pq.read_schema(out / f"{file}.parquet"))
-            if not written.equals(schema, check_metadata=False):
-                problems.append(f"{name}: {file}.parquet has schema\n{written}\nnot\n{schema}")
-        metrics[name] = {row.pop("product_id"): row for row in pq.read_table(out / "metrics.parquet").to_pylist()}
-        counts = pc.value_counts(pq.read_table(out / "quarantine.parquet", columns=["reason"]).column("reason"))
-        reasons[name] = dict(sorted((str(c["values"]), c["counts"]) for c in counts.to_pylist()))
-        if reasons[name] != results[name]["quarantine_reasons"]:
-            problems.append(f"{name}: reports reasons {results[name]['quarantine_reasons']}, wrote {reasons[name]}")
-        clean_rows[name] = pq.ParquetFile(out / "clean_orders.parquet").metadata.num_rows
-        if clean_rows[name] != results[name]["clean_rows"]:
-            problems.append(f"{name}: reports {results[name]['clean_rows']:,} clean rows, wrote {clean_rows[name]:,}")
-        if clean_rows[name] + sum(reasons[name].values()) != rows:
-            problems.append(f"{name}: {clean_rows[name]} clean + {sum(reasons[name].values())} quarantined != {rows}")
-
-    reference = "project"
-    ids = _clean_order_ids(outputs[reference])
-    for peer in (name for name in outputs if name != reference):
-        if reasons[peer] != reasons[reference]:
-            problems.append(f"quarantine counts per reason differ: {reference} {reasons[reference]} vs {peer} {reasons[peer]}")
-        if clean_rows[peer] != clean_rows[reference]:
-            problems.append(f"clean rows differ: {reference} {clean_rows[reference]:,} vs {peer} {clean_rows[peer]:,}")
-        elif not _clean_order_ids(outputs[peer]).equals(ids):
-            problems.append(f"clean order ids differ: {reference} vs {peer}")
-        a, b = metrics[reference], metrics[peer]
-        if a.keys() != b.keys():
-            problems.append(f"products differ ({reference} vs {peer}): {sorted(a.keys() ^ b.keys())}")
-        for product in sorted(a.keys() & b.keys()):
-            x, y = a[product], b[product]
-            if (x["orders"], x["units"], x["category"], x["order_date"]) != (y["orders"], y["units"], y["category"], y["order_date"]):
-                problems.append(f"{product}: {reference} {x} vs {peer} {y}")
-            elif abs(x["revenue"] - y["revenue"]) > 0.01:
-                problems.append(f"{product}: revenue {reference} {x['revenue']} vs {peer} {y['revenue']}")
-    if problems:
-        raise SystemExit(f"FAILED at {rows:,} rows: the implementations disagree\n" + "\n".join(problems[:20]))
+    process_bench.check_same_results(rows, outputs, results, plain=_plain)
 
 
 def run_child(name: str, raw: Path, catalog: Path, day: date = DAY, tag: str = "") -> tuple[dict, float, float]:

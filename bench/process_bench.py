@@ -158,8 +158,21 @@ def make_data(rows: int) -> tuple[Path, Path]:
     return raw, catalog
 
 
-def check_same_results(rows: int, outputs: dict[str, Path], results: dict[str, dict]) -> None:
-    """Fail loudly unless both implementations computed the same thing."""
+def _clean_order_ids(out: Path):
+    """The clean dataset's order ids, sorted (each implementation writes its own order)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(out / "clean_orders.parquet", columns=["order_id"]).column(0)
+    ids = pc.cast(ids, pa.string()).combine_chunks()
+    return ids.take(pc.sort_indices(ids))
+
+
+def check_same_results(rows: int, outputs: dict[str, Path], results: dict[str, dict], plain=lambda schema: schema) -> None:
+    """Fail loudly unless every implementation computed what the first one (the project)
+    computed. ``plain`` maps a written schema before it is compared (a peer may write its
+    own flavour of a type that readers take as the same)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -169,31 +182,38 @@ def check_same_results(rows: int, outputs: dict[str, Path], results: dict[str, d
     metrics, reasons, clean_rows = {}, {}, {}
     for name, out in outputs.items():
         for file, schema in (("clean_orders", CLEAN_ORDERS), ("quarantine", QUARANTINE), ("metrics", PRODUCT_METRICS)):
-            written = pq.read_schema(out / f"{file}.parquet")
+            written = plain(pq.read_schema(out / f"{file}.parquet"))
             if not written.equals(schema, check_metadata=False):
                 problems.append(f"{name}: {file}.parquet has schema\n{written}\nnot\n{schema}")
         metrics[name] = {row.pop("product_id"): row for row in pq.read_table(out / "metrics.parquet").to_pylist()}
         counts = pc.value_counts(pq.read_table(out / "quarantine.parquet", columns=["reason"]).column("reason"))
-        reasons[name] = dict(sorted((c["values"], c["counts"]) for c in counts.to_pylist()))
+        reasons[name] = dict(sorted((str(c["values"]), c["counts"]) for c in counts.to_pylist()))
         if reasons[name] != results[name]["quarantine_reasons"]:
             problems.append(f"{name}: reports reasons {results[name]['quarantine_reasons']}, wrote {reasons[name]}")
         clean_rows[name] = pq.ParquetFile(out / "clean_orders.parquet").metadata.num_rows
+        if clean_rows[name] != results[name]["clean_rows"]:
+            problems.append(f"{name}: reports {results[name]['clean_rows']:,} clean rows, wrote {clean_rows[name]:,}")
         if clean_rows[name] + sum(reasons[name].values()) != rows:
             problems.append(f"{name}: {clean_rows[name]} clean + {sum(reasons[name].values())} quarantined != {rows}")
 
-    a, b = IMPLEMENTATIONS
-    if reasons[a] != reasons[b]:
-        problems.append(f"quarantine counts per reason differ: {a} {reasons[a]} vs {b} {reasons[b]}")
-    if clean_rows[a] != clean_rows[b]:
-        problems.append(f"clean rows differ: {a} {clean_rows[a]:,} vs {b} {clean_rows[b]:,}")
-    if metrics[a].keys() != metrics[b].keys():
-        problems.append(f"products differ: {sorted(metrics[a].keys() ^ metrics[b].keys())}")
-    for product in sorted(metrics[a].keys() & metrics[b].keys()):
-        x, y = metrics[a][product], metrics[b][product]
-        if (x["orders"], x["units"], x["category"], x["order_date"]) != (y["orders"], y["units"], y["category"], y["order_date"]):
-            problems.append(f"{product}: {a} {x} vs {b} {y}")
-        elif abs(x["revenue"] - y["revenue"]) > 0.01:
-            problems.append(f"{product}: revenue {a} {x['revenue']} vs {b} {y['revenue']}")
+    reference, *others = outputs
+    ids = _clean_order_ids(outputs[reference])
+    for other in others:
+        if reasons[other] != reasons[reference]:
+            problems.append(f"quarantine counts per reason differ: {reference} {reasons[reference]} vs {other} {reasons[other]}")
+        if clean_rows[other] != clean_rows[reference]:
+            problems.append(f"clean rows differ: {reference} {clean_rows[reference]:,} vs {other} {clean_rows[other]:,}")
+        elif not _clean_order_ids(outputs[other]).equals(ids):
+            problems.append(f"clean order ids differ: {reference} vs {other}")
+        a, b = metrics[reference], metrics[other]
+        if a.keys() != b.keys():
+            problems.append(f"products differ ({reference} vs {other}): {sorted(a.keys() ^ b.keys())}")
+        for product in sorted(a.keys() & b.keys()):
+            x, y = a[product], b[product]
+            if (x["orders"], x["units"], x["category"], x["order_date"]) != (y["orders"], y["units"], y["category"], y["order_date"]):
+                problems.append(f"{product}: {reference} {x} vs {other} {y}")
+            elif abs(x["revenue"] - y["revenue"]) > 0.01:
+                problems.append(f"{product}: revenue {reference} {x['revenue']} vs {other} {y['revenue']}")
     if problems:
         raise SystemExit(f"FAILED at {rows:,} rows: the implementations disagree\n" + "\n".join(problems[:20]))
 
