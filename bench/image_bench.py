@@ -51,13 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     base = os.environ.get("AIRFLOW_IMAGE", OFFICIAL)
     if docker("image", "inspect", base).returncode:
-        if args.quick and docker("image", "inspect", STANDIN).returncode:
-            return _not_built_yet()
+        base = STANDIN
         if not args.quick:
             subprocess.run([str(REPO / "scripts" / "make-standin-base.sh")], check=True, capture_output=True)
-        base = STANDIN
     if args.quick:
-        if docker("image", "inspect", TAG).returncode:
+        if docker("image", "inspect", base).returncode or docker("image", "inspect", TAG).returncode:
             return _not_built_yet()
     else:
         subprocess.run([str(REPO / "scripts" / "build-image.sh"), TAG], check=True, capture_output=True,

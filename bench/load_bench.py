@@ -313,9 +313,6 @@ def main() -> None:
             after(warehouse, round_)
         server.drop(warehouse)
 
-    def then(*steps):
-        return lambda warehouse: [step(warehouse, uri) if step is not plain_table else step(warehouse) for step in steps]
-
     server = Server()
     try:
         settings = {name: server.show(name) for name in ["server_version", *SETTINGS]}
@@ -330,8 +327,8 @@ def main() -> None:
             measure("adbc", round_, load_adbc)
             measure("row", round_, load_row_by_row)
         for round_ in range(repeat):
-            measure("reload", round_, load_bulk, prepare=then(load_bulk))
-            measure("adbc reload", round_, load_adbc, prepare=then(load_adbc))
+            measure("reload", round_, load_bulk, prepare=lambda warehouse: load_bulk(warehouse, uri))
+            measure("adbc reload", round_, load_adbc, prepare=lambda warehouse: load_adbc(warehouse, uri))
         # Where the time goes.
         for round_ in range(repeat):
             measure("engine copy", round_, engine_copy, table="staged",
@@ -339,7 +336,8 @@ def main() -> None:
             measure("engine adbc", round_, engine_adbc, table="staged")
             note("encode", round_, timed(encode_only, uri))
             measure("plain", round_, load_bulk, prepare=plain_table)
-            measure("plain reload", round_, load_bulk, prepare=then(plain_table, load_bulk))
+            measure("plain reload", round_, load_bulk,
+                    prepare=lambda warehouse: (plain_table(warehouse), load_bulk(warehouse, uri)))
     finally:
         server.stop()
     # The laptop warehouse, SQLite: the loader's INSERTs vs adbc_driver_sqlite.

@@ -43,9 +43,9 @@ from category_pipeline.storage import BATCH_ROWS, read_batches, read_schema
 from category_pipeline.warehouse import (
     Warehouse,
     WarehouseTimeout,
-    milliseconds,
     column_definitions,
     create_table_sql,
+    milliseconds,
     sqlite_locked,
 )
 
@@ -112,9 +112,8 @@ def _load_partition(
                     connection.execute(create_table_sql(warehouse.dialect, table))
                 _lock_partition(warehouse, connection, table, values[table.name])
                 if table.name in swapped:
-                    staged[table.name], loaded, replaced = _stage_postgres(
-                        connection, table, datasets[table.name], values[table.name]
-                    )
+                    staged[table.name] = _stage_postgres(connection, table, datasets[table.name], values[table.name])
+                    loaded, replaced = staged[table.name].loaded, staged[table.name].replaced
                 else:
                     replaced = _delete_partition(warehouse, connection, table, values[table.name])
                     loaded = _bulk_insert(warehouse, connection, table, datasets[table.name], values[table.name])
@@ -210,14 +209,15 @@ def _create_level(connection, table: WarehouseTable, values: Mapping[str, pa.Sca
 
     from category_pipeline import partitions
 
-    level = partitions.levels(table, values)[depth]
+    tree = partitions.levels(table, values)
+    level = tree[depth]
     if _relkind(connection, level.name) is not None:
         return
     if depth == 0:
         connection.execute(sql.SQL("{} {}").format(
             sql.SQL(create_table_sql("postgres", table)), partitions.partition_clause(table)))
         return
-    parent = partitions.levels(table, values)[depth - 1].name
+    parent = tree[depth - 1].name
     connection.execute(sql.SQL("CREATE TABLE {} ({}) {}").format(
         sql.Identifier(level.name), sql.SQL(column_definitions("postgres", table)),
         partitions.partition_clause(table, depth)))
@@ -225,10 +225,20 @@ def _create_level(connection, table: WarehouseTable, values: Mapping[str, pa.Sca
         sql.Identifier(parent), sql.Identifier(level.name), partitions.bounds(table, values, depth)))
 
 
-def _stage_postgres(connection, table: WarehouseTable, uri: str, values: Mapping[str, pa.Scalar]) -> tuple[str, int, int]:
+@dataclasses.dataclass(frozen=True)
+class _Staged:
+    """A partition's new rows, copied into a table of their own, waiting for the swap."""
+
+    table: str
+    loaded: int
+    replaced: int  # rows of the leaf it replaces
+    replaces_leaf: bool  # a leaf (maybe empty) exists: the swap detaches and drops it
+
+
+def _stage_postgres(connection, table: WarehouseTable, uri: str, values: Mapping[str, pa.Scalar]) -> _Staged:
     """Copy the dataset into a new table beside the leaf, with its primary key and bounds
-    built after the copy. Returns the new table, the rows loaded and the rows of the leaf it
-    will replace."""
+    built after the copy. The leaf cannot change meanwhile: the load holds its partition's
+    lock until commit."""
     from psycopg import sql
 
     from category_pipeline import partitions
@@ -245,14 +255,14 @@ def _stage_postgres(connection, table: WarehouseTable, uri: str, values: Mapping
             sql.SQL(", ").join(map(sql.Identifier, table.primary_key))))
     connection.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT partition_bounds {}").format(
         sql.Identifier(staging), partitions.check_constraint(table, values)))
-    replaced = 0
-    if _relkind(connection, leaf) is not None:
-        replaced = connection.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(leaf))).fetchone()[0]
-    return staging, loaded, replaced
+    if _relkind(connection, leaf) is None:
+        return _Staged(staging, loaded, replaced=0, replaces_leaf=False)
+    replaced = connection.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(leaf))).fetchone()[0]
+    return _Staged(staging, loaded, replaced, replaces_leaf=True)
 
 
 def _swap_postgres(
-    warehouse: Warehouse, connection, table: WarehouseTable, values: Mapping[str, pa.Scalar], staging: str
+    warehouse: Warehouse, connection, table: WarehouseTable, values: Mapping[str, pa.Scalar], staged: _Staged
 ) -> None:
     """Put the staged table in place of the leaf: detach and drop the old leaf (if any),
     rename the new one to the leaf's name and attach it to the leaf's parent.
@@ -265,10 +275,10 @@ def _swap_postgres(
 
     from category_pipeline import partitions
 
-    leaf = partitions.leaf_name(table, values)
+    leaf, staging = partitions.leaf_name(table, values), staged.table
     parent = partitions.levels(table, values)[-1].name
     steps = []
-    if _relkind(connection, leaf) is not None:
+    if staged.replaces_leaf:
         steps += [
             sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(parent), sql.Identifier(leaf)),
             sql.SQL("DROP TABLE {}").format(sql.Identifier(leaf)),
@@ -283,7 +293,7 @@ def _swap_postgres(
     while True:
         wait = min(partitions.SWAP_SLICE, max(deadline - time.monotonic(), 0.001))
         connection.execute("SAVEPOINT swap")
-        connection.execute(f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}")
+        connection.execute(f"SET LOCAL lock_timeout = {milliseconds(wait)}")
         try:
             for step in steps:
                 connection.execute(step)
